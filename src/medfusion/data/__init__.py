@@ -1,0 +1,1 @@
+"""Turning raw data (clinical text, ...) into model inputs."""

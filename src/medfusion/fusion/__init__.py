@@ -1,0 +1,1 @@
+"""Fusion strategies behind one interface."""
