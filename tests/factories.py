@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from medfusion.types import MultimodalBatch
@@ -80,8 +82,8 @@ def model_config(variant: str, modalities, encoders: dict[str, str] | None = Non
     spec = {}
     for m in modalities:
         name = encoders.get(m, DEFAULT_ENCODER[m])
-        spec[m] = {"encoder": {"name": name, "params": ENCODER_PARAMS[(m, name)]},
-                   "featurizer": FEATURIZER_PARAMS[m]}
+        spec[m] = {"encoder": {"name": name, "params": copy.deepcopy(ENCODER_PARAMS[(m, name)])},
+                   "featurizer": dict(FEATURIZER_PARAMS[m])}
     return {"num_classes": 3, "modalities": spec, "fusion": fusion_config(variant, modalities)}
 
 
@@ -121,6 +123,12 @@ def each_lacks_one(modalities, batch_size: int) -> dict[str, torch.Tensor]:
     """Presence where sample i lacks modality i % M (every sample keeps the others)."""
     names = sorted(modalities)
     return {m: torch.tensor([i % len(names) != j for i in range(batch_size)]) for j, m in enumerate(names)}
+
+
+def first_ones_lack_one(modalities, batch_size: int) -> dict[str, torch.Tensor]:
+    """Presence where sample i < M lacks modality i and the later samples have every modality."""
+    names = sorted(modalities)
+    return {m: torch.arange(batch_size) != j for j, m in enumerate(names)}
 
 
 def assert_all_parameters_have_gradients(model: torch.nn.Module) -> None:

@@ -55,6 +55,8 @@ def check_tensor(
             )
     if floating and finite:
         rows = x if present is None else x[present]
+        if rows.numel() == 0:
+            return
         bad = ~torch.isfinite(rows.reshape(rows.shape[0], -1)).all(dim=1)
         if bad.any():
             index = torch.arange(x.shape[0], device=x.device)

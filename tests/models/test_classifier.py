@@ -109,15 +109,20 @@ def test_drop_modalities_keeps_a_subset_and_one_modality_per_sample() -> None:
     for m in present:
         assert not (dropped[m] & ~present[m]).any()
     assert (dropped["a"] | dropped["b"]).all()
+    both = (present["a"] & present["b"]).sum()
+    single = (present["a"] ^ present["b"]).sum()
+    # A sample with both keeps 2 w.p. 1/4, else 1 (a lone survivor or a restored one): 1.25
+    # expected; a sample with one always keeps it.
+    expected = (1.25 * both + single) / (2 * both + single)
     kept = (dropped["a"].sum() + dropped["b"].sum()) / (present["a"].sum() + present["b"].sum())
-    assert 0.5 < kept < 0.75  # about half dropped, some restored to keep one per sample
+    assert abs(kept - expected) < 0.03
     assert drop_modalities(present, 0.0)["a"].equal(present["a"])
 
 
 def train_without_dropout_layers(model: MultimodalClassifier) -> MultimodalClassifier:
     model.train()
     for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+        if isinstance(module, (torch.nn.Dropout, torch.nn.MultiheadAttention)):  # MHA drops attention weights
             module.eval()
     return model
 
