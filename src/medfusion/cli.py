@@ -73,6 +73,7 @@ def demo(
     results = run_demo(steps=steps, batch_size=batch_size, seed=seed)
     table = Table("strategy", "params", "train s", "forward ms (B=32)", "accuracy", "AUROC", "AUROC no image",
                   title=f"toy text+image+vitals task, {steps} steps, seed {seed}")
+    table.columns[0].no_wrap = True
     for r in results:
         table.add_row(r.strategy, f"{r.parameters:,}", f"{r.train_seconds:.1f}", f"{r.forward_ms:.2f}",
                       f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.auroc_without_image:.3f}")
