@@ -77,6 +77,8 @@ class SpatialEncoder(Encoder):
     in_channels: int
     #: exact spatial size the backbone needs (ViT), or None for any size.
     input_size: tuple[int, ...] | None = None
+    #: smallest side the backbone can take (smaller inputs fail inside the backbone).
+    min_size: int = 1
 
     def validate(self, x: Tensor, mask: Tensor | None = None, present: Tensor | None = None) -> None:
         """Check x (B, C, *spatial): rank, float dtype, channels, size, finite values in present rows.
@@ -95,6 +97,9 @@ class SpatialEncoder(Encoder):
                              f"received {tuple(x.shape[2:])}")
         if min(x.shape[2:]) < 1 or x.shape[0] < 1:
             raise ValueError(f"{modality}: expected a non-empty {layout} tensor, received {tuple(x.shape)}")
+        if min(x.shape[2:]) < self.min_size:
+            raise ValueError(f"{modality}: expected every spatial side >= {self.min_size} for this backbone, "
+                             f"received spatial size {tuple(x.shape[2:])}")
 
     def features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -188,8 +193,11 @@ class MonaiDenseNetEncoder(SpatialEncoder):
         out_dim: token width D.
         norm_groups: GroupNorm groups (must divide the growth rate 32 and every layer width).
 
-    The map is 1/32 of the input per side, so inputs of at least 32 per side are advised.
+    The map is 1/32 of the input per side, so inputs of at least 32 per side are advised;
+    a side under 29 is an error (the pooling stages would leave no cell).
     """
+
+    min_size = 29
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_dim: int = 256, norm_groups: int = 8) -> None:
         super().__init__()
@@ -277,10 +285,11 @@ class EfficientNetLite0Encoder(SpatialEncoder):
             package); ``False`` starts from random weights.
         freeze: fix the backbone weights (the projection stays trainable).
 
-    The map is 1/32 of the input per side (224 -> 7 x 7 = 49 tokens).
+    The map is 1/32 of the input per side (224 -> 7 x 7 = 49 tokens); a side under 32 is an error.
     """
 
     spatial_dims = 2
+    min_size = 32
 
     def __init__(self, in_channels: int = 3, out_dim: int = 256, pretrained: bool = True, freeze: bool = False) -> None:
         super().__init__()
