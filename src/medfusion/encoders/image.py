@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medfusion.encoders.base import Encoder, all_tokens, register_encoder
+from medfusion.encoders.base import (
+    CONVOLUTIONS,
+    Encoder,
+    ResidualBlock,
+    all_tokens,
+    check_stage_widths,
+    register_encoder,
+)
 from medfusion.types import EncoderOutput
 from medfusion.validation import check_tensor
 
@@ -46,10 +53,6 @@ def _check_int(name: str, value, minimum: int = 1) -> None:
 def _check_spatial_dims(spatial_dims) -> None:
     if spatial_dims not in (2, 3):
         raise ValueError(f"image encoder: expected spatial_dims 2 (image) or 3 (volume), received {spatial_dims!r}")
-
-
-def _conv(spatial_dims: int) -> type[nn.Module]:
-    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
 
 
 def _import(module: str):
@@ -121,25 +124,6 @@ class SpatialEncoder(Encoder):
             self.train(was_training)
 
 
-class ResidualBlock(nn.Module):
-    """conv-norm-GELU-conv-norm + (strided 1x1 projection) shortcut, then GELU."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int, groups: int) -> None:
-        super().__init__()
-        conv = _conv(spatial_dims)
-        self.conv1 = conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = nn.GroupNorm(groups, out_channels)
-        self.conv2 = conv(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(groups, out_channels)
-        self.shortcut = nn.Sequential(
-            conv(in_channels, out_channels, 1, stride=stride, bias=False), nn.GroupNorm(groups, out_channels)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.norm1(self.conv1(x)))
-        return F.gelu(self.norm2(self.conv2(h)) + self.shortcut(x))
-
-
 @register_encoder("image", "cnn", spatial_dims=2)
 @register_encoder("volume", "cnn", spatial_dims=3)
 class ConvEncoder(SpatialEncoder):
@@ -162,21 +146,14 @@ class ConvEncoder(SpatialEncoder):
         _check_int("in_channels", in_channels)
         _check_int("out_dim", out_dim)
         _check_int("norm_groups", norm_groups)
-        widths = tuple(widths)
-        if not widths:
-            raise ValueError("image encoder: expected at least one stage width, received widths=()")
-        for width in widths:
-            _check_int("each of widths", width)
-            if width % norm_groups:
-                raise ValueError(f"image encoder: expected norm_groups={norm_groups} to divide every width, "
-                                 f"received widths={list(widths)}")
+        widths = check_stage_widths("image encoder", widths, norm_groups)
         self.modality = _MODALITY[spatial_dims]
         self.spatial_dims, self.in_channels, self.out_dim = spatial_dims, in_channels, out_dim
         channels = (in_channels, *widths)
         self.stages = nn.Sequential(*(
-            ResidualBlock(spatial_dims, channels[i], channels[i + 1], 2, norm_groups) for i in range(len(widths))
+            ResidualBlock(spatial_dims, channels[i], channels[i + 1], norm_groups) for i in range(len(widths))
         ))
-        self.proj = _conv(spatial_dims)(widths[-1], out_dim, 1)
+        self.proj = CONVOLUTIONS[spatial_dims](widths[-1], out_dim, 1)
 
     def features(self, x: Tensor) -> Tensor:
         return self.proj(self.stages(x))
@@ -213,7 +190,7 @@ class MonaiDenseNetEncoder(SpatialEncoder):
         self.modality = _MODALITY[spatial_dims]
         self.spatial_dims, self.in_channels, self.out_dim = spatial_dims, in_channels, out_dim
         self.backbone = densenet.features  # the classifier layers are dropped: no unused parameters
-        self.proj = _conv(spatial_dims)(densenet.features[-1].num_channels, out_dim, 1)
+        self.proj = CONVOLUTIONS[spatial_dims](densenet.features[-1].num_channels, out_dim, 1)
 
     def features(self, x: Tensor) -> Tensor:
         return self.proj(F.relu(self.backbone(x)))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medfusion.encoders.base import Encoder, masked_mean, register_encoder
+from medfusion.encoders.base import Encoder, ResidualBlock, check_stage_widths, masked_mean, register_encoder
 from medfusion.types import EncoderOutput
 from medfusion.validation import check_mask, check_tensor
 
@@ -70,24 +70,6 @@ def downsampled_mask(lengths: Tensor, steps: int, factor: int) -> Tensor:
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < kept.unsqueeze(1)
 
 
-class ResidualBlock1d(nn.Module):
-    """conv-norm-GELU-conv-norm + strided 1x1 shortcut, then GELU; halves the length."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, groups: int) -> None:
-        super().__init__()
-        pad = kernel_size // 2
-        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, stride=2, padding=pad, bias=False)
-        self.norm1 = nn.GroupNorm(groups, out_channels)
-        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False)
-        self.norm2 = nn.GroupNorm(groups, out_channels)
-        self.shortcut = nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, stride=2, bias=False),
-                                      nn.GroupNorm(groups, out_channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.norm1(self.conv1(x)))
-        return F.gelu(self.norm2(self.conv2(h)) + self.shortcut(x))
-
-
 @register_encoder("signal", "resnet1d")
 class SignalResNet1d(Encoder):
     """1-D residual CNN; time tokens from the last stage.
@@ -112,18 +94,11 @@ class SignalResNet1d(Encoder):
             _check_int(name, value)
         if kernel_size % 2 == 0:
             raise ValueError(f"signal encoder: expected an odd kernel_size, received {kernel_size}")
-        widths = tuple(widths)
-        if not widths:
-            raise ValueError("signal encoder: expected at least one stage width, received widths=()")
-        for width in widths:
-            _check_int("each of widths", width)
-            if width % norm_groups:
-                raise ValueError(f"signal encoder: expected norm_groups={norm_groups} to divide every width, "
-                                 f"received widths={list(widths)}")
+        widths = check_stage_widths("signal encoder", widths, norm_groups)
         self.modality = "signal"
         self.in_channels, self.out_dim = in_channels, out_dim
         channels = (in_channels, *widths)
-        self.stages = nn.Sequential(*(ResidualBlock1d(channels[i], channels[i + 1], kernel_size, norm_groups)
+        self.stages = nn.Sequential(*(ResidualBlock(1, channels[i], channels[i + 1], norm_groups, kernel_size)
                                       for i in range(len(widths))))
         self.proj = nn.Conv1d(widths[-1], out_dim, 1)
         self.stride = 2 ** len(widths)

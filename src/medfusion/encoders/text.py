@@ -85,8 +85,26 @@ def attention_mask(real: Tensor) -> Tensor:
     return torch.where(real.any(dim=1, keepdim=True), real, torch.ones_like(real))
 
 
+class TokenIdsEncoder(Encoder):
+    """Base of the text encoders: validates token ids against ``vocab_size``, ``max_length``, ``pad_id``."""
+
+    vocab_size: int
+    max_length: int
+    pad_id: int
+
+    def validate(self, x: Tensor, mask: Tensor | None = None, present: Tensor | None = None) -> None:
+        """Check ids (B, L), mask (B, L) and present (B,); see :func:`validate_token_ids`.
+
+        Raises:
+            ValueError: naming the expected and received dtype, shape, id range or empty sample.
+        """
+        validate_token_ids(
+            x, mask, present, vocab_size=self.vocab_size, max_length=self.max_length, pad_id=self.pad_id
+        )
+
+
 @register_encoder("text", "transformer")
-class TextTransformerEncoder(Encoder):
+class TextTransformerEncoder(TokenIdsEncoder):
     """A small Transformer encoder over token ids, trained from scratch.
 
     Token + learned positional embeddings, ``depth`` pre-norm layers (GELU, feed-forward
@@ -145,16 +163,6 @@ class TextTransformerEncoder(Encoder):
         )
         self.transformer = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
 
-    def validate(self, x: Tensor, mask: Tensor | None = None, present: Tensor | None = None) -> None:
-        """Check ids (B, L), mask (B, L) and present (B,); see :func:`validate_token_ids`.
-
-        Raises:
-            ValueError: naming the expected and received dtype, shape, id range or empty sample.
-        """
-        validate_token_ids(
-            x, mask, present, vocab_size=self.vocab_size, max_length=self.max_length, pad_id=self.pad_id
-        )
-
     def encode(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """Encode ids (B, L) into pooled (B, D), tokens (B, L, D) and token_mask (B, L)."""
         real = mask if mask is not None else x != self.pad_id
@@ -205,7 +213,7 @@ def _locate(model: str, allow_download: bool) -> tuple[str, bool]:
 
 
 @register_encoder("text", "pretrained")
-class PretrainedTextEncoder(Encoder):
+class PretrainedTextEncoder(TokenIdsEncoder):
     """A pretrained Hugging Face text encoder with mean pooling (sentence-transformers style).
 
     Needs the ``pretrained`` extra. Weights are read from disk only unless
@@ -318,16 +326,6 @@ class PretrainedTextEncoder(Encoder):
         if self.freeze:
             self.backbone.eval()
         return self
-
-    def validate(self, x: Tensor, mask: Tensor | None = None, present: Tensor | None = None) -> None:
-        """Check ids (B, L), mask (B, L) and present (B,); see :func:`validate_token_ids`.
-
-        Raises:
-            ValueError: naming the expected and received dtype, shape, id range or empty sample.
-        """
-        validate_token_ids(
-            x, mask, present, vocab_size=self.vocab_size, max_length=self.max_length, pad_id=self.pad_id
-        )
 
     def encode(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """Encode ids (B, L) into pooled (B, D), tokens (B, L, D) and token_mask (B, L)."""
