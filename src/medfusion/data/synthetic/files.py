@@ -1,0 +1,166 @@
+"""Writing a synthetic cohort to disk in the layout a user's real data would have.
+
+Layout of ``out/`` (paths in the manifest are relative to it)::
+
+    manifest.parquet, manifest.csv   one row per patient: patient_id, split, labels, findings,
+                                     vital-sign columns, one path column per modality
+                                     ("" = modality missing), ground-truth components
+    images/SYN-000001.png            chest X-ray, 8-bit grayscale PNG     (column "image")
+    dicom/SYN-000001.dcm             the same X-ray as a DICOM DX file    (column "image_dicom")
+    notes/SYN-000001.txt             triage note, UTF-8                  (column "text")
+    ground_truth/masks.npz           finding masks, bit-packed (N, F, H, ceil(W / 8)), + boxes
+    cohort.json                      scenario, seed, settings, names and units, ground truth text
+
+Vital signs are manifest columns (empty = not measured). The manifest files are written
+last and atomically: a folder without ``manifest.parquet`` is an unfinished run, and a
+rerun into the same folder writes every file again. No real patient data is involved;
+ids are ``SYN-`` numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfusion import __version__
+from medfusion.data.io import write_dicom, write_png
+from medfusion.data.synthetic.triage import TRIAGE_MODALITIES, TriageCohort
+from medfusion.files import atomic_path, atomic_write_text
+
+#: Image file formats the writer can produce.
+IMAGE_FORMATS = ("png", "dicom")
+#: Pixel spacing written to the synthetic DICOM files (mm): a 128-px image of a 35 cm film.
+SYNTHETIC_PIXEL_SPACING_MM = 350.0
+
+
+def _check_formats(image_formats) -> tuple[str, ...]:
+    formats = tuple(image_formats)
+    unknown = sorted(set(formats) - set(IMAGE_FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"synth: expected image formats among {list(IMAGE_FORMATS)}, received {list(formats)}")
+    return formats
+
+
+def _run_parallel(jobs: list[Callable[[], None]], workers: int, progress: Callable[[int], None] | None) -> None:
+    """Run file-writing jobs on threads (PNG/zlib and file I/O release the GIL)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(lambda job: job(), jobs), start=1):  # re-raises a job's error
+            if progress is not None:
+                progress(done)
+
+
+def write_triage_cohort(
+    cohort: TriageCohort,
+    out: str | Path,
+    *,
+    image_formats=("png", "dicom"),
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``cohort`` under ``out`` (see the module docstring for the layout).
+
+    Args:
+        cohort: a generated triage cohort.
+        out: destination folder (created).
+        image_formats: any of "png", "dicom".
+        workers: writer threads (default: CPU count, at most 8).
+        progress: called as ``progress(files_done, files_total)``.
+
+    Returns:
+        The path of ``manifest.parquet``.
+
+    Raises:
+        ValueError: on an unknown image format.
+    """
+    formats = _check_formats(image_formats)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = cohort.to_frame().drop(columns=["note", *(f"has_{m}" for m in TRIAGE_MODALITIES)])
+    ids = cohort.patient_id
+    has_image, has_text = cohort.present["image"], cohort.present["text"]
+    pixels = np.clip(np.rint(cohort.images[:, 0] * 255), 0, 255).astype(np.uint8)  # (N, H, W)
+    spacing = SYNTHETIC_PIXEL_SPACING_MM / pixels.shape[-1]
+
+    jobs: list[Callable[[], None]] = []
+    columns: dict[str, list[str]] = {"image": [], "image_dicom": [], "text": []}
+    for i, pid in enumerate(ids):
+        png = f"images/{pid}.png" if has_image[i] and "png" in formats else ""
+        dcm = f"dicom/{pid}.dcm" if has_image[i] and "dicom" in formats else ""
+        txt = f"notes/{pid}.txt" if has_text[i] else ""
+        columns["image"].append(png)
+        columns["image_dicom"].append(dcm)
+        columns["text"].append(txt)
+        if png:
+            jobs.append(lambda i=i, p=png: write_png(out / p, pixels[i]))
+        if dcm:
+            meta = {"patient_id": str(ids[i]), "view": "PA", "body_part": "CHEST", "spacing": (spacing, spacing)}
+            jobs.append(lambda i=i, p=dcm, m=meta: write_dicom(out / p, pixels[i], modality="DX", meta=m))
+        if txt:
+            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.notes[i]))
+    total = len(jobs) + 1
+    _run_parallel(jobs, workers or min(8, os.cpu_count() or 1),
+                  None if progress is None else lambda done: progress(done, total))
+
+    with atomic_path(out / "ground_truth" / "masks.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, patient_id=ids.astype(str), finding_names=np.array(cohort.finding_names),
+                            masks=np.packbits(cohort.masks, axis=-1), width=cohort.masks.shape[-1],
+                            boxes=cohort.boxes)
+    for name in ("image", "image_dicom", "text"):
+        frame[name] = columns[name]
+    for name, values in sorted(cohort.components.items()):
+        frame[f"gt_{name}"] = values
+    _write_description(cohort, out, formats)
+    with atomic_path(out / "manifest.csv", suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    manifest = out / "manifest.parquet"
+    with atomic_path(manifest, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    if progress is not None:
+        progress(total, total)
+    return manifest
+
+
+def _write_description(cohort: TriageCohort, out: Path, formats: tuple[str, ...]) -> None:
+    description: dict[str, Any] = {
+        "scenario": "triage",
+        "medfusion_version": __version__,
+        "patients": len(cohort),
+        "modalities": {"image": "image", "text": "text", "vitals": list(cohort.vital_names)},
+        "label": "pneumonia",
+        "image_formats": list(formats),
+        "image_columns": {"png": "image", "dicom": "image_dicom"},
+        "vital_units": dict(zip(cohort.vital_names, cohort.vital_units, strict=True)),
+        "finding_names": list(cohort.finding_names),
+        "settings": cohort.settings,
+        "ground_truth": cohort.ground_truth,
+        "left_right": "radiological convention: the patient's right is on the image left",
+    }
+    atomic_write_text(out / "cohort.json", json.dumps(description, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def load_masks(out: str | Path) -> dict[str, np.ndarray]:
+    """The ground-truth masks written by :func:`write_triage_cohort`.
+
+    Returns:
+        {"patient_id": (N,), "finding_names": (F,), "masks": (N, F, H, W) bool, "boxes": (N, F, 4)}.
+    """
+    with np.load(Path(out) / "ground_truth" / "masks.npz") as data:
+        width = int(data["width"])
+        return {"patient_id": data["patient_id"], "finding_names": data["finding_names"],
+                "masks": np.unpackbits(data["masks"], axis=-1, count=width).astype(bool), "boxes": data["boxes"]}
