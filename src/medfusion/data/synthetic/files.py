@@ -47,8 +47,19 @@ def _check_formats(image_formats) -> tuple[str, ...]:
     return formats
 
 
-def _run_parallel(jobs: list[Callable[[], None]], workers: int, progress: Callable[[int], None] | None) -> None:
-    """Run file-writing jobs on threads (PNG/zlib and file I/O release the GIL)."""
+def run_parallel(jobs: list[Callable[[], None]], workers: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+    """Run file-writing jobs on threads (zlib, codecs and file I/O release the GIL).
+
+    Args:
+        jobs: callables without arguments.
+        workers: threads (default: CPU count, at most 8).
+        progress: called with the number of jobs done after each one.
+
+    Raises:
+        The first exception a job raised.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, _ in enumerate(pool.map(lambda job: job(), jobs), start=1):  # re-raises a job's error
             if progress is not None:
@@ -104,30 +115,45 @@ def write_triage_cohort(
         if txt:
             jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.notes[i]))
     total = len(jobs) + 1
-    _run_parallel(jobs, workers or min(8, os.cpu_count() or 1),
-                  None if progress is None else lambda done: progress(done, total))
+    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
 
-    with atomic_path(out / "ground_truth" / "masks.npz", suffix=".npz") as tmp:
-        np.savez_compressed(tmp, patient_id=ids.astype(str), finding_names=np.array(cohort.finding_names),
-                            masks=np.packbits(cohort.masks, axis=-1), width=cohort.masks.shape[-1],
-                            boxes=cohort.boxes)
+    save_masks(out, ids, cohort.finding_names, cohort.masks, cohort.boxes)
     for name in ("image", "image_dicom", "text"):
         frame[name] = columns[name]
     for name, values in sorted(cohort.components.items()):
         frame[f"gt_{name}"] = values
-    _write_description(cohort, out, formats)
-    with atomic_path(out / "manifest.csv", suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    manifest = out / "manifest.parquet"
-    with atomic_path(manifest, suffix=".parquet") as tmp:
-        frame.to_parquet(tmp, index=False)
+    write_description(out, _triage_description(cohort, formats))
+    manifest = write_manifest(frame, out)
     if progress is not None:
         progress(total, total)
     return manifest
 
 
-def _write_description(cohort: TriageCohort, out: Path, formats: tuple[str, ...]) -> None:
-    description: dict[str, Any] = {
+def write_manifest(frame, out: str | Path) -> Path:
+    """Write ``manifest.csv`` then ``manifest.parquet`` (the completion marker) atomically; return the latter."""
+    out = Path(out)
+    with atomic_path(out / "manifest.csv", suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    manifest = out / "manifest.parquet"
+    with atomic_path(manifest, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    return manifest
+
+
+def write_description(out: str | Path, description: dict[str, Any]) -> None:
+    """Write ``cohort.json`` (numpy values converted) atomically."""
+    atomic_write_text(Path(out) / "cohort.json", json.dumps(description, indent=2, default=_json_default))
+
+
+def save_masks(out: str | Path, patient_id: np.ndarray, names, masks: np.ndarray, boxes: np.ndarray) -> None:
+    """Write ground-truth masks (N, F, *spatial) bool, bit-packed, with boxes to ``ground_truth/masks.npz``."""
+    with atomic_path(Path(out) / "ground_truth" / "masks.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, patient_id=np.asarray(patient_id).astype(str), finding_names=np.array(list(names)),
+                            masks=np.packbits(masks, axis=-1), width=masks.shape[-1], boxes=boxes)
+
+
+def _triage_description(cohort: TriageCohort, formats: tuple[str, ...]) -> dict[str, Any]:
+    return {
         "scenario": "triage",
         "medfusion_version": __version__,
         "patients": len(cohort),
@@ -141,7 +167,6 @@ def _write_description(cohort: TriageCohort, out: Path, formats: tuple[str, ...]
         "ground_truth": cohort.ground_truth,
         "left_right": "radiological convention: the patient's right is on the image left",
     }
-    atomic_write_text(out / "cohort.json", json.dumps(description, indent=2, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
@@ -155,10 +180,10 @@ def _json_default(value: Any) -> Any:
 
 
 def load_masks(out: str | Path) -> dict[str, np.ndarray]:
-    """The ground-truth masks written by :func:`write_triage_cohort`.
+    """The ground-truth masks written by :func:`save_masks`.
 
     Returns:
-        {"patient_id": (N,), "finding_names": (F,), "masks": (N, F, H, W) bool, "boxes": (N, F, 4)}.
+        {"patient_id": (N,), "finding_names": (F,), "masks": (N, F, *spatial) bool, "boxes": (N, F, ...)}.
     """
     with np.load(Path(out) / "ground_truth" / "masks.npz") as data:
         width = int(data["width"])
