@@ -122,3 +122,29 @@ def synth(
     counts = {m: int(cohort.present[m].sum()) for m in sorted(cohort.present)}
     console.print(f"{len(cohort)} patients, pneumonia rate {cohort.pneumonia.mean():.3f}, present {counts}")
     console.print(f"manifest written to {manifest}")
+
+
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="training config (YAML), e.g. configs/triage/late.yaml"),
+    resume: bool = typer.Option(False, help="continue the run in run.out from its last checkpoint"),
+    out: Path | None = typer.Option(None, help="run folder (overrides run.out)"),
+    seed: int | None = typer.Option(None, help="random seed (overrides seed)"),
+    max_epochs: int | None = typer.Option(None, help="overrides optim.max_epochs"),
+) -> None:
+    """Train a multimodal model from a config; checkpoints, logs and run.json go to the run folder."""
+    from medfusion.train import load_train_config, train
+
+    overrides: dict = {}
+    if out is not None:
+        overrides.setdefault("run", {})["out"] = str(out)
+    if seed is not None:
+        overrides["seed"] = seed
+    if max_epochs is not None:
+        overrides.setdefault("optim", {})["max_epochs"] = max_epochs
+    try:
+        summary = train(load_train_config(config, overrides), resume=resume)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print_json(json.dumps(summary))

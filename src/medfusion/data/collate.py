@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from medfusion.types import MultimodalBatch, check_modality
 
@@ -202,6 +202,28 @@ def _value(sample: Mapping, modality: str) -> Any:
     return value if present and value is not None else None
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A shuffle whose order is a function of (seed, epoch) only.
+
+    Unlike ``shuffle=True`` (a generator that advances across epochs), a run resumed at
+    epoch e draws exactly the order an uninterrupted run draws there. The trainer calls
+    :meth:`set_epoch` before each epoch (Lightning does so for any sampler with it).
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed Python, numpy and the dataset's random transforms in a worker.
 
@@ -224,7 +246,8 @@ def make_loader(dataset: Any, batch_size: int, shuffle: bool = False, num_worker
     Args:
         dataset: a map-style dataset of sample dicts.
         batch_size: samples per batch.
-        shuffle: reshuffle every epoch (the order is fixed by ``seed``).
+        shuffle: reshuffle every epoch (the order is fixed by ``seed`` and the epoch, see
+            :class:`EpochShuffleSampler`).
         num_workers: worker processes (0 loads in the main process).
         seed: seeds the shuffle, the workers and (with no workers) the dataset's transforms.
         collate: the collate; default ``MultimodalCollate(dataset.modalities)``.
@@ -246,6 +269,7 @@ def make_loader(dataset: Any, batch_size: int, shuffle: bool = False, num_worker
     if num_workers == 0 and hasattr(dataset, "set_random_state"):
         dataset.set_random_state(seed)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+    sampler = EpochShuffleSampler(len(dataset), seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, worker_init_fn=seed_worker, generator=generator, drop_last=drop_last,
                       pin_memory=pin_memory, persistent_workers=False)

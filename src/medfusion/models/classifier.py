@@ -165,39 +165,56 @@ class MultimodalClassifier(nn.Module):
         Returns:
             FusionOutput with ``logits`` (B, K) always set.
         """
-        return self._fuse(batch, self._training_presence(batch), return_attention)
+        return self.fuse(batch, self.training_presence(batch), return_attention=return_attention)
 
-    def loss(self, batch: MultimodalBatch) -> tuple[FusionOutput, dict[str, Tensor]]:
+    def loss(self, batch: MultimodalBatch, class_weights: Tensor | None = None) -> tuple[FusionOutput, dict[str, Tensor]]:
         """Forward pass and training losses by name: ``classification``, the fusion's
         auxiliary losses (unimodal heads, contrastive) and their weighted ``total``.
+
+        Args:
+            batch: a labelled batch.
+            class_weights: (K,) weights of the classification cross-entropy (class imbalance).
 
         Raises:
             ValueError: when the batch has no labels.
         """
-        if batch.labels is None:
+        present = self.training_presence(batch)
+        output = self.fuse(batch, present)
+        return output, self.losses(output, present, batch.labels, class_weights)
+
+    def losses(self, output: FusionOutput, present: dict[str, Tensor], labels: Tensor | None,
+               class_weights: Tensor | None = None) -> dict[str, Tensor]:
+        """Loss terms of a fused output: ``classification``, auxiliary terms, weighted ``total``.
+
+        Raises:
+            ValueError: when ``labels`` is None.
+        """
+        if labels is None:
             raise ValueError("loss: the batch has no labels")
-        present = self._training_presence(batch)
-        output = self._fuse(batch, present, False)
-        losses = {"classification": F.cross_entropy(output.logits, batch.labels)}
-        auxiliary = self.fusion.auxiliary_losses(output, present, batch.labels)
+        losses = {"classification": F.cross_entropy(output.logits, labels, weight=class_weights)}
+        auxiliary = self.fusion.auxiliary_losses(output, present, labels)
         losses.update(auxiliary)
         total = losses["classification"]
         for value in auxiliary.values():
             total = total + self.auxiliary_loss_weight * value
         losses["total"] = total
-        return output, losses
+        return losses
 
-    def _training_presence(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+    def training_presence(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+        """Validated presence, with modality dropout applied in training mode."""
         present = self.presence(batch)
         if self.training and self.modality_dropout > 0:
             present = drop_modalities(present, self.modality_dropout)
         return present
 
-    def _fuse(self, batch: MultimodalBatch, present: dict[str, Tensor], return_attention: bool) -> FusionOutput:
+    def fuse(self, batch: MultimodalBatch, present: dict[str, Tensor],
+             features: dict[str, EncoderOutput] | None = None, return_attention: bool = False) -> FusionOutput:
+        """Fuse a batch under ``present``; ``features`` (from :meth:`encode`) avoids encoding twice."""
         if self.fusion.takes_raw_inputs:
             output = self.fusion(batch.inputs, present, batch.masks, return_attention)
         else:
-            output = self.fusion(self.encode(batch, present), present, return_attention)
+            features = self.encode(batch, present) if features is None else features
+            output = self.fusion(features, present, return_attention)
         if self.head is not None:
             output = output._replace(logits=self.head(output.fused))
         return output

@@ -1,0 +1,153 @@
+"""``medfusion train``: one run from a config to checkpoints, logs and a run summary.
+
+Run folder (``run.out``)::
+
+    config.yaml                  the resolved training config
+    tokenizer.json               WordPiece vocabulary fitted on the training notes (if text)
+    checkpoints/best.ckpt        best validation AUROC (written atomically)
+    checkpoints/last.ckpt        end of the latest epoch (``--resume`` continues from it)
+    logs/metrics.csv             per-epoch metrics (CSV logger)
+    tb/                          TensorBoard events
+    run.json                     seed, epochs, best validation AUROC, test metrics, timings
+
+Resuming: the shuffle order is a function of (seed, epoch) and the random-number states
+are stored in every checkpoint, so a killed run resumed from ``last.ckpt`` ends with the
+same weights as an uninterrupted run (tested). Multi-GPU / multi-node: set
+``run.accelerator: gpu``, ``run.devices``, ``run.num_nodes`` and ``run.strategy: ddp``;
+Lightning's DDP then shards the shuffle with a distributed sampler.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from medfusion.encoders.vitals import FeatureStandardizer
+from medfusion.files import atomic_path, atomic_write_text
+from medfusion.models import MultimodalClassifier, build_model
+from medfusion.models.config import ModelConfig
+from medfusion.train.config import TrainConfig, save_train_config
+from medfusion.train.data import ManifestDataModule
+from medfusion.train.system import FusionSystem
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a crash never leaves a half-written one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        with atomic_path(path, suffix=".ckpt") as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class RandomStateCallback(L.Callback):
+    """Stores the Python, NumPy and torch random states in checkpoints and restores them on resume."""
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        # plain types only: checkpoints load with torch.load(weights_only=True)
+        checkpoint["random_states"] = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                                       "numpy": [name, keys.tolist(), position, has_gauss, cached]}
+
+    def on_load_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("random_states")
+        if states:
+            random.setstate(states["python"])
+            name, keys, position, has_gauss, cached = states["numpy"]
+            np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+            torch.set_rng_state(states["torch"])
+
+
+def model_config_for_data(config: ModelConfig, data: ManifestDataModule) -> ModelConfig:
+    """The model config with the text encoder sized to the fitted tokenizer and max_length."""
+    if "text" not in config.modalities or data.tokenizer is None:
+        return config
+    config = config.model_copy(deep=True)
+    encoder = config.encoder_for("text")
+    if encoder.name == "transformer":
+        encoder.params = {**encoder.params, "vocab_size": data.tokenizer.vocab_size,
+                          "max_length": max(encoder.params.get("max_length", 0), data.config.max_length)}
+        config.modalities["text"].encoder = encoder
+    return config
+
+
+def fit_vitals_statistics(model: MultimodalClassifier, data: ManifestDataModule) -> None:
+    """Fit every vitals standardiser of the model (encoder or early featurizer) on the training split."""
+    vitals = data.training_vitals()
+    if vitals is None:
+        return
+    for module in model.modules():
+        if isinstance(module, FeatureStandardizer):
+            module.fit(*vitals)
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """(K,) weights n / (K * n_k), the inverse class frequency normalised to mean 1 over samples."""
+    counts = np.maximum(counts, 1).astype(np.float64)
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+
+
+def build_run(config: TrainConfig) -> tuple[FusionSystem, ManifestDataModule]:
+    """The data module (tokenizer and statistics fitted on the training split) and the Lightning module."""
+    data = ManifestDataModule(config.data, config.optim.batch_size, seed=config.seed)
+    data.setup("fit")
+    model = build_model(model_config_for_data(config.model, data))
+    fit_vitals_statistics(model, data)
+    weights = class_weights(data.class_counts()) if config.balance.class_weights == "auto" else None
+    return FusionSystem(model, config.optim, config.balance, weights), data
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train, keep the best and last checkpoints, test the best one, and write ``run.json``.
+
+    Raises:
+        ValueError: on ``resume`` without a last checkpoint in the run folder.
+    """
+    out = Path(config.run.out)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise ValueError(f"resume: no checkpoint at {last}; start the run without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    save_train_config(config, out / "config.yaml")
+    torch.set_num_threads(config.run.threads)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    system, data = build_run(config)
+    data.save_fitted(out)
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/auroc", mode="max",
+                                 save_last=True, enable_version_counter=False)
+    callbacks: list[L.Callback] = [checkpoint, RandomStateCallback(),
+                                   EarlyStopping(monitor="val/auroc", mode="max", patience=config.optim.patience)]
+    if config.run.progress:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        max_epochs=config.optim.max_epochs, accelerator=config.run.accelerator, devices=config.run.devices,
+        strategy=config.run.strategy, num_nodes=config.run.num_nodes, deterministic=True,
+        gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks,
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tb", version="")],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
+        log_every_n_steps=1, num_sanity_val_steps=0)
+    start = time.perf_counter()
+    trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
+    seconds = time.perf_counter() - start
+    best = checkpoint.best_model_path or str(last)
+    tested = trainer.test(system, datamodule=data, ckpt_path=best, verbose=False)[0] if trainer.is_global_zero else {}
+    summary = {
+        "seed": config.seed, "epochs": trainer.current_epoch, "train_seconds": seconds,
+        "best_checkpoint": str(Path(best).relative_to(out)) if best else None,
+        "best_val_auroc": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+        "test": {k: float(v) for k, v in tested.items()},
+        "parameters": sum(p.numel() for p in system.model.parameters() if p.requires_grad),
+        "train_patients": int(len(np.unique(data.dataset("train").patient_ids[data.train_indices]))),
+    }
+    if trainer.is_global_zero:
+        atomic_write_text(out / "run.json", json.dumps(summary, indent=2))
+    return summary

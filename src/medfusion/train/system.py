@@ -1,0 +1,126 @@
+"""The Lightning module: trains a built :class:`~medfusion.models.MultimodalClassifier`.
+
+It receives the model (it never builds one), so any strategy and any encoders train the
+same way. Logged each epoch (CSV and TensorBoard): losses, the fused model's validation
+AUROC / accuracy, each modality probe's validation AUROC (``val/probe_auroc/<m>``), and
+with OGM-GE the mean gradient coefficient per modality.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from medfusion.metrics import binary_auroc
+from medfusion.models import MultimodalClassifier
+from medfusion.train.balance import ModalityProbes, modulate_gradients, ogm_ge_coefficients
+from medfusion.train.config import BalanceConfig, OptimConfig
+from medfusion.types import MultimodalBatch
+
+
+def probe_dims(model: MultimodalClassifier) -> dict[str, int]:
+    """Feature size per modality that the probes read (encoder out_dim, or early featurizer out_dim)."""
+    if model.fusion.takes_raw_inputs:
+        return {m: f.out_dim for m, f in model.fusion.featurizers.items()}
+    return {m: e.out_dim for m, e in model.encoders.items()}
+
+
+class FusionSystem(L.LightningModule):
+    """Training, validation and test steps around a multimodal classifier.
+
+    Args:
+        model: the classifier to train.
+        optim: learning rate, weight decay.
+        balance: class weights and modality balancing.
+        class_weights: (K,) cross-entropy weights, or None.
+    """
+
+    def __init__(self, model: MultimodalClassifier, optim: OptimConfig, balance: BalanceConfig,
+                 class_weights: Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optim, self.balance = optim, balance
+        self.probes = ModalityProbes(probe_dims(model), num_classes=2)
+        self.register_buffer("class_weights", class_weights, persistent=True)
+        self._coefficients: dict[str, float] = {}
+        self._outputs: dict[str, list[dict[str, Tensor]]] = {"val": [], "test": []}
+
+    def _features(self, batch: MultimodalBatch, present: dict[str, Tensor]):
+        """(encoder outputs or None, {modality: (B, D) probe features})."""
+        if self.model.fusion.takes_raw_inputs:
+            featurizers = self.model.fusion.featurizers
+            return None, {m: featurizers[m](batch.inputs[m], batch.masks.get(m), present[m])
+                          if m in batch.inputs else torch.zeros(len(batch.labels), featurizers[m].out_dim,
+                                                                device=self.device)
+                          for m in featurizers}
+        encoded = self.model.encode(batch, present)
+        return encoded, {m: out.pooled for m, out in encoded.items()}
+
+    def _step(self, batch: MultimodalBatch):
+        present = self.model.training_presence(batch)
+        encoded, pooled = self._features(batch, present)
+        output = self.model.fuse(batch, present, features=encoded)
+        losses = self.model.losses(output, present, batch.labels, self.class_weights)
+        probe_logits = self.probes(pooled)
+        losses["probes"] = self.probes.loss(probe_logits, present, batch.labels)
+        losses["objective"] = losses["total"] + self.balance.probe_weight * losses["probes"]
+        return output, losses, probe_logits, present
+
+    def training_step(self, batch: MultimodalBatch, batch_index: int) -> Tensor:
+        _, losses, probe_logits, present = self._step(batch)
+        if self.balance.modality == "ogm_ge":
+            self._coefficients = ogm_ge_coefficients(probe_logits, present, batch.labels, self.balance.ogm_alpha)
+            for m, value in self._coefficients.items():
+                self.log(f"train/ogm_coefficient/{m}", value, on_step=False, on_epoch=True, batch_size=len(batch.labels))
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True, prog_bar=name == "total",
+                     batch_size=len(batch.labels))
+        return losses["objective"]
+
+    def on_after_backward(self) -> None:
+        if self.balance.modality == "ogm_ge" and self._coefficients:
+            modulate_gradients(self.model.encoders, self._coefficients)
+
+    def _evaluate(self, batch: MultimodalBatch, stage: str) -> None:
+        output, losses, probe_logits, present = self._step(batch)
+        record = {"prob": output.logits.softmax(-1)[:, 1].detach(), "label": batch.labels.detach()}
+        for m, logits in probe_logits.items():
+            record[f"probe/{m}"] = logits.softmax(-1)[:, 1].detach()
+            record[f"present/{m}"] = present[m]
+        self._outputs[stage].append(record)
+        self.log(f"{stage}/loss", losses["total"].detach(), on_epoch=True, batch_size=len(batch.labels))
+
+    def validation_step(self, batch: MultimodalBatch, batch_index: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: MultimodalBatch, batch_index: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _epoch_metrics(self, stage: str) -> None:
+        records = self._outputs[stage]
+        if not records:
+            return
+        merged = {k: torch.cat([r[k] for r in records]) for k in records[0]}
+        self._outputs[stage] = []
+        labels = merged["label"]
+        if labels.unique().numel() == 2:
+            self.log(f"{stage}/auroc", binary_auroc(merged["prob"], labels), prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/accuracy", float(((merged["prob"] > 0.5).long() == labels).float().mean()), sync_dist=True)
+        for m in self.probes.heads:
+            rows = merged[f"present/{m}"]
+            if rows.any() and labels[rows].unique().numel() == 2:
+                self.log(f"{stage}/probe_auroc/{m}", binary_auroc(merged[f"probe/{m}"][rows], labels[rows]),
+                         sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_metrics("test")
+
+    def transfer_batch_to_device(self, batch: MultimodalBatch, device: torch.device, dataloader_idx: int):
+        return batch.to(device)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
