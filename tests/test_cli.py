@@ -40,14 +40,3 @@ def test_summary_of_a_bad_config_exits_2_with_the_reason(tmp_path) -> None:
     result = runner.invoke(app, ["summary", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "unknown fusion 'nope'" in result.output
-
-
-def test_demo_trains_every_strategy_and_writes_results(tmp_path) -> None:
-    result = runner.invoke(app, ["demo", "--steps", "3", "--out", str(tmp_path)], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "results.json").read_text())
-    strategies = [r["strategy"] for r in data["results"]]
-    assert strategies == ["early", "intermediate", "late/average", "late/learned", "late/mlp",
-                          "cross_attention", "joint_embedding"]
-    for row in data["results"]:
-        assert row["parameters"] > 0 and 0.0 <= row["auroc"] <= 1.0

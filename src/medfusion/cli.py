@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -59,29 +60,52 @@ def summary(config: Path = typer.Argument(..., help="model config (YAML or JSON)
     console.print(table)
 
 
+def _run_comparison(settings) -> None:
+    from medfusion.evaluate.compare import run_comparison
+    from medfusion.evaluate.report import write_report
+
+    started = time.perf_counter()
+    try:
+        results = run_comparison(settings, progress=lambda message: console.log(message))
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    report = write_report(results, settings.out)
+    console.print(f"report written to {report} and {report.with_suffix('.html')} "
+                  f"({time.perf_counter() - started:.0f} s); everything is under {settings.out}")
+
+
+@app.command()
+def compare(
+    scenario: str = typer.Option("triage", help="synthetic scenario"),
+    patients: int = typer.Option(2000, min=50, help="cohort size"),
+    seeds: int = typer.Option(3, min=1, help="number of seeds (0, 1, ...)"),
+    max_epochs: int = typer.Option(10, min=1, help="epochs per run (early stopping may end sooner)"),
+    configs: Path = typer.Option(Path("configs/triage"), help="folder with one <strategy>.yaml per strategy"),
+    out: Path = typer.Option(Path("runs/compare"), help="output folder (reruns reuse finished work)"),
+) -> None:
+    """Train every strategy and unimodal baseline on the same splits and write report.md / report.html."""
+    from medfusion.evaluate.compare import CompareSettings
+
+    _run_comparison(CompareSettings(scenario=scenario, patients=patients, seeds=list(range(seeds)),
+                                    max_epochs=max_epochs, configs=configs, out=out,
+                                    learning_fractions=[0.1, 0.25, 0.5], n_boot=1000))
+
+
 @app.command()
 def demo(
-    steps: int = typer.Option(300, min=1, help="training steps per strategy"),
-    batch_size: int = typer.Option(32, min=2, help="training batch size"),
-    seed: int = typer.Option(0, help="random seed"),
-    out: Path = typer.Option(Path("runs/demo"), help="folder for results.json"),
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+    full: bool = typer.Option(False, help="the full comparison (more patients, 3 seeds) instead of the quick one"),
 ) -> None:
-    """Train every fusion strategy briefly on toy tensors and print the measured table."""
-    from medfusion.demo import run_demo
-    from medfusion.files import atomic_write_text
+    """The comparison of fusion strategies on a small synthetic triage cohort (a few minutes on 2 cores)."""
+    from medfusion.evaluate.compare import CompareSettings
 
-    results = run_demo(steps=steps, batch_size=batch_size, seed=seed)
-    table = Table("strategy", "params", "train s", "forward ms (B=32)", "accuracy", "AUROC", "AUROC no image",
-                  title=f"toy text+image+vitals task, {steps} steps, seed {seed}")
-    table.columns[0].no_wrap = True
-    for r in results:
-        table.add_row(r.strategy, f"{r.parameters:,}", f"{r.train_seconds:.1f}", f"{r.forward_ms:.2f}",
-                      f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.auroc_without_image:.3f}")
-    console.print(table)
-    path = out / "results.json"
-    atomic_write_text(path, json.dumps({"seed": seed, "steps": steps, "results": [r.__dict__ for r in results]},
-                                       indent=2))
-    console.print(f"results written to {path}")
+    if full:
+        settings = CompareSettings(patients=2000, seeds=[0, 1, 2], max_epochs=10, n_boot=1000, out=out)
+    else:
+        settings = CompareSettings(patients=1000, seeds=[0, 1], max_epochs=5, n_boot=500,
+                                   learning_fractions=[0.25, 0.5], out=out)
+    _run_comparison(settings)
 
 
 #: Synthetic scenarios the generator can write today.

@@ -129,6 +129,15 @@ class MultimodalBatch:
         x = self.inputs[modality]
         return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
 
+    def select(self, rows: Tensor) -> MultimodalBatch:
+        """The samples where ``rows`` ((B,) bool or int indices) selects, in order."""
+        return MultimodalBatch(
+            inputs={k: v[rows] for k, v in self.inputs.items()},
+            present={k: v[rows] for k, v in self.present.items()},
+            masks={k: v[rows] for k, v in self.masks.items()},
+            labels=None if self.labels is None else self.labels[rows],
+        )
+
     def to(self, device: torch.device | str) -> MultimodalBatch:
         """Copy of the batch with every tensor moved to ``device``."""
         return MultimodalBatch(

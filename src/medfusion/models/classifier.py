@@ -117,14 +117,14 @@ class MultimodalClassifier(nn.Module):
         """Sorted modalities the model was built for."""
         return self.fusion.modalities
 
-    def presence(self, batch: MultimodalBatch) -> dict[str, Tensor]:
+    def presence(self, batch: MultimodalBatch, require_any: bool = True) -> dict[str, Tensor]:
         """Validated {modality: (B,) bool} for every modality of the model.
 
         A modality missing from ``batch.inputs`` is absent for every sample.
 
         Raises:
-            ValueError: on a modality the model was not built for, a bad mask, or a
-                sample with no modality present.
+            ValueError: on a modality the model was not built for, a bad mask, or (with
+                ``require_any``) a sample with no modality present.
         """
         unknown = sorted(set(batch.inputs) - set(self.modalities))
         if unknown:
@@ -144,7 +144,8 @@ class MultimodalClassifier(nn.Module):
                 )
             present[m] = batch.presence(m)
             check_mask(m, present[m], (size,), "presence mask (B,)")
-        check_any_present(present)
+        if require_any:
+            check_any_present(present)
         return present
 
     def encode(self, batch: MultimodalBatch, present: dict[str, Tensor]) -> dict[str, EncoderOutput]:

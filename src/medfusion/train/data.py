@@ -62,9 +62,21 @@ class ManifestDataModule(L.LightningDataModule):
                 vitals_columns=self.config.vitals_columns or None, on_error=self.config.on_error)
         return self.datasets[role]
 
+    def usable(self, role: str) -> np.ndarray:
+        """Indices of the samples of a split that have at least one of the modalities used.
+
+        A unimodal model cannot learn from (or be validated on) a patient without its
+        modality; evaluation with :func:`medfusion.evaluate.predict.predict` still covers
+        every test patient (uninformed prediction for those).
+        """
+        present = self.dataset(role).presence()
+        return np.flatnonzero(np.any([present[m] for m in self.modalities], axis=0))
+
     def setup(self, stage: str | None = None) -> None:
         train = self.dataset("train")
-        self.train_indices = subsample_patients(train.patient_ids, self.config.train_fraction, self.seed)
+        usable = self.usable("train")
+        chosen = subsample_patients(train.patient_ids[usable], self.config.train_fraction, self.seed)
+        self.train_indices = usable[chosen]
         if "text" in self.modalities and self.tokenizer is None:
             self.tokenizer = WordPieceTokenizer.train(self._training_notes(), vocab_size=self.config.vocab_size)
 
@@ -125,12 +137,15 @@ class ManifestDataModule(L.LightningDataModule):
                            seed=self.seed, collate=self.collate(), drop_last=len(subset) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
+        return self.loader("val", usable_only=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader("test", usable_only=True)
 
-    def loader(self, role: str) -> DataLoader:
-        """An unshuffled loader over a split role."""
-        return make_loader(self.dataset(role), self.batch_size, num_workers=self.config.num_workers,
+    def loader(self, role: str, usable_only: bool = False) -> DataLoader:
+        """An unshuffled loader over a split role (all its samples, or only those with a used modality)."""
+        dataset = self.dataset(role)
+        if usable_only:
+            dataset = Subset(dataset, self.usable(role).tolist())
+        return make_loader(dataset, self.batch_size, num_workers=self.config.num_workers,
                            seed=self.seed, collate=self.collate())

@@ -411,6 +411,15 @@ class ManifestDataset(Dataset):
         """(N,) manifest row of each sample."""
         return self._row_labels[self._rows]
 
+    def presence(self) -> dict[str, np.ndarray]:
+        """{modality: (N,) bool} whether each sample has the modality, from the manifest alone
+        (no file is read: a listed file that turns out unreadable is still counted present)."""
+        present = {m: np.array([self._values[m][i] is not None for i in self._rows], dtype=bool)
+                   for m in self._columns}
+        if self._vitals is not None:
+            present["vitals"] = np.isfinite(self._vitals[self._rows]).any(axis=1)
+        return present
+
     def vitals_matrix(self) -> np.ndarray:
         """(N, F) float32 vital signs of the samples from the manifest columns (NaN = missing).
 

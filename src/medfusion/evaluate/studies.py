@@ -1,0 +1,133 @@
+"""Measurements of one trained run on its test split: performance, missing modalities,
+ablation over modality subsets, cross-modal retrieval, explanations and cost.
+
+Each function takes a trained model and its data module (:func:`medfusion.train.run.load_trained`)
+and returns JSON-ready numbers.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfusion.evaluate.metrics import classification_metrics, metric_table
+from medfusion.evaluate.predict import Predictions, predict
+from medfusion.models import MultimodalClassifier
+from medfusion.train.data import ManifestDataModule
+from medfusion.types import MultimodalBatch
+
+#: Shares of samples from which one modality is hidden, for robustness curves.
+MISSING_RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
+
+
+def performance(model: MultimodalClassifier, data: ManifestDataModule, n_boot: int, seed: int
+                ) -> tuple[Predictions, dict[str, list[float]]]:
+    """Test predictions and every metric with its 95% bootstrap interval ([value, low, high])."""
+    predictions = predict(model, data.loader("test"))
+    table = metric_table(predictions.labels, predictions.probs, n_boot=n_boot, seed=seed)
+    return predictions, {name: [float(x) for x in interval] for name, interval in table.items()}
+
+
+def auroc_of(predictions: Predictions) -> float:
+    """AUROC of a prediction pass."""
+    return float(classification_metrics(predictions.labels, predictions.probs)["auroc"])
+
+
+def missing_modalities(model: MultimodalClassifier, data: ManifestDataModule, seed: int) -> dict[str, Any]:
+    """AUROC with each modality removed from every test sample, and at each missing rate.
+
+    Returns:
+        {"drop": {m: auroc}, "curve": {m: {rate: auroc}}, "ablation": {"a+b": auroc}}
+        where ablation keeps only the named subset of modalities at inference.
+    """
+    loader = data.loader("test")
+    modalities = model.modalities
+    result: dict[str, Any] = {"drop": {}, "curve": {}, "ablation": {}}
+    for m in modalities:
+        if len(modalities) > 1:
+            result["drop"][m] = auroc_of(predict(model, loader, drop=[m]))
+        result["curve"][m] = {str(rate): auroc_of(predict(model, loader, missing_rates={m: rate}, seed=seed))
+                              for rate in MISSING_RATES}
+    for size in range(1, len(modalities) + 1):
+        for kept in combinations(modalities, size):
+            dropped = [m for m in modalities if m not in kept]
+            result["ablation"]["+".join(kept)] = auroc_of(predict(model, loader, drop=dropped))
+    return result
+
+
+@torch.no_grad()
+def retrieval_recall(model: MultimodalClassifier, data: ManifestDataModule, ks=(1, 5, 10)) -> dict[str, float] | None:
+    """Recall@k of image->text and text->image search among test pairs (joint embedding only).
+
+    A query's match is the same patient's other modality; candidates are every test
+    sample with that modality. None for strategies without a joint space.
+    """
+    if model.fusion.__class__.__name__ != "JointEmbeddingFusion" or not {"image", "text"} <= set(model.modalities):
+        return None
+    model.eval()
+    images, texts = [], []
+    for batch in data.loader("test"):
+        present = model.presence(batch)
+        both = present["image"] & present["text"]
+        if not both.any():
+            continue
+        output = model.fuse(batch, present)
+        images.append(output.embeddings["image"][both])
+        texts.append(output.embeddings["text"][both])
+    image, text = torch.cat(images), torch.cat(texts)
+    similarity = image @ text.T  # unit rows
+    target = torch.arange(len(image))
+    result = {}
+    for direction, scores in (("image_to_text", similarity), ("text_to_image", similarity.T)):
+        rank = (scores > scores[target, target].unsqueeze(1)).sum(dim=1)  # 0 = best
+        for k in ks:
+            result[f"{direction}_recall@{k}"] = float((rank < k).float().mean())
+    result["pairs"] = len(image)
+    return result
+
+
+def first_batch(data: ManifestDataModule, size: int, role: str = "test") -> tuple[MultimodalBatch, np.ndarray]:
+    """The first ``size`` samples of a split that have a used modality, as one batch, and their indices."""
+    dataset = data.dataset(role)
+    indices = data.usable(role)[:size]
+    samples = [dataset[int(i)] for i in indices]
+    kept = [i for i, s in zip(indices, samples, strict=True) if s is not None]
+    return data.collate()([s for s in samples if s is not None]), np.asarray(kept)
+
+
+def explanation(model: MultimodalClassifier, data: ManifestDataModule, masks: dict[str, np.ndarray] | None,
+                finding: str = "consolidation", size: int = 64) -> dict[str, Any]:
+    """Which explanation the strategy gives, its deletion fidelity and, with ground-truth
+    masks, its pointing-game score on X-rays with the finding.
+    """
+    from medfusion.evaluate import explain
+
+    batch, indices = first_batch(data, size)
+    attribution, modalities, method = explain.modality_attribution(model, batch)
+    fidelity = explain.deletion_fidelity(model, batch, attribution)
+    result: dict[str, Any] = {"method": method, "fidelity": fidelity,
+                              "mean_attribution": dict(zip(modalities, attribution.mean(dim=0).tolist(), strict=True))}
+    if masks is not None and "image" in model.modalities:
+        result["pointing"] = pointing(model, data.dataset("test").patient_ids[indices], batch, masks, finding)
+    return result
+
+
+def pointing(model: MultimodalClassifier, patient_ids: np.ndarray, batch: MultimodalBatch,
+             masks: dict[str, np.ndarray], finding: str) -> dict[str, Any] | None:
+    """Pointing game of the image explanation on the samples of ``batch`` (patients
+    ``patient_ids``) whose X-ray shows ``finding``."""
+    from medfusion.evaluate import explain
+
+    ids = [str(p) for p in patient_ids]
+    index = {str(p): i for i, p in enumerate(masks["patient_id"])}
+    column = list(masks["finding_names"]).index(finding)
+    gt = torch.from_numpy(np.stack([masks["masks"][index[p], column] for p in ids]))
+    rows = gt.flatten(1).any(dim=1) & model.presence(batch)["image"]
+    if not rows.any():
+        return None
+    maps, source = explain.image_explanation_map(model, batch)
+    score = explain.pointing_game(maps[rows], gt[rows])
+    return {"source": source, "finding": finding, **score}
