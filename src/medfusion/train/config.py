@@ -136,6 +136,8 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"{path} is invalid:\n{error}") from None
     if not config.data.manifest.is_absolute():
         config.data.manifest = (path.parent / config.data.manifest).resolve()
+    if not config.run.out.is_absolute() and "out" not in (overrides or {}).get("run", {}):
+        config.run.out = (path.parent / config.run.out).resolve()  # an override's path stays as given (cwd)
     return config
 
 

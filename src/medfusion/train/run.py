@@ -19,6 +19,7 @@ Lightning's DDP then shards the shuffle with a distributed sampler.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import time
@@ -31,13 +32,15 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
+from medfusion.data.tokenizer import WordPieceTokenizer
 from medfusion.encoders.vitals import FeatureStandardizer
 from medfusion.files import atomic_path, atomic_write_text
 from medfusion.models import MultimodalClassifier, build_model
 from medfusion.models.config import ModelConfig
 from medfusion.train.config import TrainConfig, save_train_config
-from medfusion.train.data import ManifestDataModule
+from medfusion.train.data import TOKENIZER_FILE, ManifestDataModule
 from medfusion.train.system import FusionSystem
 
 
@@ -65,6 +68,20 @@ class RandomStateCallback(L.Callback):
             name, keys, position, has_gauss, cached = states["numpy"]
             np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
             torch.set_rng_state(states["torch"])
+
+
+@rank_zero_only
+def keep_logged_rows(logger: CSVLogger) -> None:
+    """Carry the rows of an interrupted run's ``metrics.csv`` into the resumed run.
+
+    Lightning's CSV writer deletes the file it finds; the old rows are handed to the new
+    writer, which writes them back (before the new rows) at its first save.
+    """
+    path = Path(logger.log_dir) / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        logger.experiment.metrics[:0] = rows
 
 
 def model_config_for_data(config: ModelConfig, data: ManifestDataModule) -> ModelConfig:
@@ -96,9 +113,13 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
 
 
-def build_run(config: TrainConfig) -> tuple[FusionSystem, ManifestDataModule]:
-    """The data module (tokenizer and statistics fitted on the training split) and the Lightning module."""
-    data = ManifestDataModule(config.data, config.optim.batch_size, seed=config.seed)
+def build_run(config: TrainConfig,
+              tokenizer: WordPieceTokenizer | None = None) -> tuple[FusionSystem, ManifestDataModule]:
+    """The data module (tokenizer and statistics fitted on the training split) and the Lightning module.
+
+    ``tokenizer``: an already fitted tokenizer to use instead of training one (resuming a run).
+    """
+    data = ManifestDataModule(config.data, config.optim.batch_size, seed=config.seed, tokenizer=tokenizer)
     data.setup("fit")
     model = build_model(model_config_for_data(config.model, data))
     fit_vitals_statistics(model, data)
@@ -112,7 +133,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     Raises:
         ValueError: on ``resume`` without a last checkpoint in the run folder.
     """
-    out = Path(config.run.out)
+    out = Path(config.run.out).resolve()  # absolute, as Lightning's checkpoint paths are
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise ValueError(f"resume: no checkpoint at {last}; start the run without --resume")
@@ -120,26 +141,42 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     save_train_config(config, out / "config.yaml")
     torch.set_num_threads(config.run.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    system, data = build_run(config)
+    # resuming: the vocabulary the checkpoint was trained with (retraining may number the tokens differently)
+    tokenizer = WordPieceTokenizer.from_file(out / TOKENIZER_FILE) if resume and (out / TOKENIZER_FILE).is_file() \
+        else None
+    system, data = build_run(config, tokenizer)
     data.save_fitted(out)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/auroc", mode="max",
-                                 save_last=True, enable_version_counter=False)
-    callbacks: list[L.Callback] = [checkpoint, RandomStateCallback(),
+                                 enable_version_counter=False)
+    # a second callback, not save_last=True: Lightning's save_last rewrites last.ckpt only when best.ckpt is
+    # rewritten; without a monitor this one saves at the end of every epoch
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
+    callbacks: list[L.Callback] = [checkpoint, latest, RandomStateCallback(),
                                    EarlyStopping(monitor="val/auroc", mode="max", patience=config.optim.patience)]
     if config.run.progress:
         callbacks.append(RichProgressBar())
+    csv_logger = CSVLogger(out, name="logs", version="")
+    if resume:
+        keep_logged_rows(csv_logger)
     trainer = L.Trainer(
         max_epochs=config.optim.max_epochs, accelerator=config.run.accelerator, devices=config.run.devices,
         strategy=config.run.strategy, num_nodes=config.run.num_nodes, deterministic=True,
         gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks,
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tb", version="")],
+        logger=[csv_logger, TensorBoardLogger(out, name="tb", version="")],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - start
     best = checkpoint.best_model_path or str(last)
-    tested = trainer.test(system, datamodule=data, ckpt_path=best, verbose=False)[0] if trainer.is_global_zero else {}
+    tested = {}
+    if trainer.is_global_zero:
+        # rank 0 alone on one device: with "ddp" the other ranks have left (a distributed test would wait for
+        # them), with "ddp_spawn" a respawned test would rewrite metrics.csv, and every test sample counts once
+        tester = L.Trainer(accelerator=config.run.accelerator, devices=1, num_nodes=1, logger=False,
+                           enable_checkpointing=False, enable_progress_bar=config.run.progress,
+                           enable_model_summary=False, deterministic=True)
+        tested = tester.test(system, datamodule=data, ckpt_path=best, verbose=False)[0]
     summary = {
         "seed": config.seed, "epochs": trainer.current_epoch, "train_seconds": seconds,
         "best_checkpoint": str(Path(best).relative_to(out)) if best else None,
@@ -151,3 +188,30 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if trainer.is_global_zero:
         atomic_write_text(out / "run.json", json.dumps(summary, indent=2))
     return summary
+
+
+def load_trained(run_dir: str | Path, checkpoint: str = "best") -> tuple[MultimodalClassifier, ManifestDataModule,
+                                                                          TrainConfig]:
+    """The trained model of a run folder (eval mode), its data module (fitted tokenizer) and config.
+
+    Raises:
+        ValueError: naming the missing file when the folder is not a finished run.
+    """
+    from medfusion.data.tokenizer import WordPieceTokenizer
+    from medfusion.train.config import load_train_config
+    from medfusion.train.data import TOKENIZER_FILE
+
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", f"checkpoints/{checkpoint}.ckpt"):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir}: not a finished run, {name} is missing")
+    config = load_train_config(run_dir / "config.yaml")
+    tokenizer_path = run_dir / TOKENIZER_FILE
+    tokenizer = WordPieceTokenizer.from_file(tokenizer_path) if tokenizer_path.is_file() else None
+    data = ManifestDataModule(config.data, config.optim.batch_size, seed=config.seed, tokenizer=tokenizer)
+    data.setup("test")
+    model = build_model(model_config_for_data(config.model, data))
+    state = torch.load(run_dir / "checkpoints" / f"{checkpoint}.ckpt", map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return model.eval(), data, config
