@@ -108,43 +108,35 @@ def demo(
     _run_comparison(settings)
 
 
-#: Synthetic scenarios the generator can write today.
-SCENARIOS = ("triage",)
-
-
 @app.command()
 def synth(
-    scenario: str = typer.Option("triage", help=f"scenario: {', '.join(SCENARIOS)}"),
+    scenario: str = typer.Option("triage", help="triage, cardiac, neuro, pathology, radiology or retrieval"),
     patients: int = typer.Option(1000, min=1, help="number of patients"),
     seed: int = typer.Option(0, help="random seed (same seed, same cohort)"),
     out: Path = typer.Option(Path("data/triage"), help="output folder"),
-    image_format: list[str] = typer.Option(["png", "dicom"], help="image file format(s): png, dicom"),
-    image_size: int = typer.Option(128, min=32, help="X-ray side in pixels"),
-    label_noise: float = typer.Option(0.05, min=0.0, max=0.5, help="share of labels flipped at random"),
+    label_noise: float | None = typer.Option(None, min=0.0, max=0.5, help="share of labels flipped at random"),
+    image_size: int | None = typer.Option(None, min=32, help="image side in pixels (triage, pathology, retrieval)"),
+    image_format: list[str] | None = typer.Option(None, help="triage X-ray file format(s): png, dicom"),
 ) -> None:
     """Generate a synthetic cohort with known ground truth and write it as real files + a manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medfusion.data.synthetic import generate_triage
-    from medfusion.data.synthetic.files import write_triage_cohort
+    from medfusion.data.synthetic.scenarios import synthesize
 
-    if scenario not in SCENARIOS:
-        console.print(f"[red]unknown scenario {scenario!r}; available: {', '.join(SCENARIOS)}[/red]")
-        raise typer.Exit(2)
+    options = {k: v for k, v in (("label_noise", label_noise), ("image_size", image_size),
+                                 ("image_formats", image_format)) if v is not None}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"generating {patients} patients", total=None)
+        task = progress.add_task(f"{scenario}: {patients} patients", total=None)
         try:
-            cohort = generate_triage(patients, seed=seed, label_noise=label_noise, image_size=image_size)
-            progress.update(task, description="writing files", completed=0, total=None)
-            manifest = write_triage_cohort(
-                cohort, out, image_formats=image_format,
+            cohort, manifest = synthesize(
+                scenario, patients, seed, out, **options,
                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         except ValueError as error:
             console.print(f"[red]{error}[/red]")
             raise typer.Exit(2) from None
-    counts = {m: int(cohort.present[m].sum()) for m in sorted(cohort.present)}
-    console.print(f"{len(cohort)} patients, pneumonia rate {cohort.pneumonia.mean():.3f}, present {counts}")
+    counts = {m: int(flags.sum()) for m, flags in sorted(cohort.present.items())}
+    console.print(f"{len(cohort)} patients, present {counts}")
     console.print(f"manifest written to {manifest}")
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import random
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from medfusion.data.tokenizer import PretrainedTokenizer, TokenizedText, WordPieceTokenizer
+from medfusion.data.tokenizer import PretrainedTokenizer, TokenizedText, WordPieceTokenizer, train_wordpiece_vocab
 
 CORPUS = [
     "no fever, possible right lower lobe consolidation",
@@ -145,27 +150,100 @@ def test_train_argument_errors() -> None:
         WordPieceTokenizer.train(CORPUS, min_frequency=0)
     with pytest.raises(ValueError, match=r"training corpus produced no tokens"):
         WordPieceTokenizer.train([], vocab_size=100)
+    with pytest.raises(ValueError, match=r"text: training text 1 is NoneType, expected str"):
+        WordPieceTokenizer.train(["no fever", None], vocab_size=100)
 
 
-def test_pretrained_tokenizer_encodes_minilm_ids(minilm_tokenizer: PretrainedTokenizer) -> None:
-    batch = minilm_tokenizer.encode(["Pneumonia in the right lung", "no fever"], max_length=16)
-    assert minilm_tokenizer.vocab_size == 30522 and minilm_tokenizer.pad_id == 0
-    assert batch.ids.dtype == torch.int64 and batch.mask.dtype == torch.bool
-    assert batch.ids.shape == (2, 7)
-    assert batch.ids[0, 0] == 101 and batch.ids[0, -1] == 102  # [CLS] ... [SEP]
-    assert batch.mask.sum(dim=1).tolist() == [7, 4]
-    assert minilm_tokenizer.decode(batch.ids[0]) == "pneumonia in the right lung"
-    assert minilm_tokenizer.encode([" ".join(CORPUS)], max_length=16).ids.shape == (1, 16)
+SAMPLES = ["SpO2 91% on room air", "new left lower lobe consolidation with fever", "bronchiectasis, Fièvre"]
+
+TRAIN_IN_SUBPROCESS = """
+import json, sys
+from medfusion.data.tokenizer import WordPieceTokenizer
+corpus, samples = json.load(open(sys.argv[1], encoding="utf-8"))
+for vocab_size, min_frequency, path in json.loads(sys.argv[2]):
+    tokenizer = WordPieceTokenizer.train(corpus, vocab_size=vocab_size, min_frequency=min_frequency)
+    tokenizer.save(path)
+    print(json.dumps(tokenizer.encode(samples).ids.tolist()))
+"""
 
 
-def test_pretrained_tokenizer_rejects_empty_text(minilm_tokenizer: PretrainedTokenizer) -> None:
-    with pytest.raises(ValueError, match=r"text: sample 1 is empty"):
-        minilm_tokenizer.encode(["no fever", " "])
-    with pytest.raises(ValueError, match=r"text: sample 0 is NoneType, expected str"):
-        minilm_tokenizer.encode([None])
+def test_training_is_identical_across_processes(tmp_path) -> None:
+    corpus = CORPUS * 3 + [f"{word} {word}s" for word in ("cough", "wheeze", "rale", "rhonchus")]
+    data = tmp_path / "corpus.json"
+    data.write_text(json.dumps([corpus, SAMPLES]), encoding="utf-8")
+    settings = [(1000, 2), (300, 1), (60, 1)]
+    runs = []
+    for seed in ("0", "12345"):
+        outputs = [(vocab_size, min_frequency, str(tmp_path / f"{seed}-{vocab_size}.json"))
+                   for vocab_size, min_frequency in settings]
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env.pop("TOKENIZERS_PARALLELISM", None)
+        result = subprocess.run([sys.executable, "-c", TRAIN_IN_SUBPROCESS, str(data), json.dumps(outputs)],
+                                env=env, capture_output=True, text=True, check=True, timeout=120)
+        files = [open(path, "rb").read() for _, _, path in outputs]
+        runs.append((files, [json.loads(line) for line in result.stdout.splitlines()]))
+    assert runs[0] == runs[1]
+    files, ids = runs[0]
+    assert len(set(files)) == len(settings) and len(ids) == len(settings)
+    in_process = WordPieceTokenizer.train(corpus, vocab_size=300, min_frequency=1)
+    assert in_process.encode(SAMPLES).ids.tolist() == ids[1]
 
 
-def test_pretrained_tokenizer_missing_folder_is_an_error(tmp_path) -> None:
-    pytest.importorskip("transformers")
-    with pytest.raises(ValueError, match=r"text: no tokenizer found at"):
-        PretrainedTokenizer(tmp_path / "nothing-here")
+def test_training_ignores_corpus_order() -> None:
+    shuffled = list(CORPUS)
+    random.Random(3).shuffle(shuffled)
+    first = WordPieceTokenizer.train(CORPUS, vocab_size=200, min_frequency=1)
+    second = WordPieceTokenizer.train(shuffled, vocab_size=200, min_frequency=1)
+    assert first._tokenizer.to_str(pretty=True) == second._tokenizer.to_str(pretty=True)
+
+
+@pytest.mark.parametrize("vocab_size", [6, 20, 60, 300, 5000])
+def test_vocab_size_never_exceeds_the_request(vocab_size: int) -> None:
+    tokenizer = WordPieceTokenizer.train(CORPUS, vocab_size=vocab_size, min_frequency=1)
+    vocab = tokenizer._tokenizer.get_vocab()
+    assert tokenizer.vocab_size == len(vocab) <= vocab_size
+    assert sorted(vocab.values()) == list(range(len(vocab)))  # dense ids
+    assert [vocab[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
+    if vocab_size <= 300:
+        assert tokenizer.vocab_size == vocab_size  # this corpus fills small budgets
+    else:
+        assert tokenizer.vocab_size < vocab_size  # stops once every word is one token
+
+
+def test_frequent_words_are_single_tokens(tokenizer: WordPieceTokenizer) -> None:
+    for word in ("fever", "consolidation", "lobe", "cough", "effusion", "pneumonia", "chest", "lungs"):
+        assert tokenizer._tokenizer.encode(word, add_special_tokens=False).tokens == [word]
+    frequent = WordPieceTokenizer.train(CORPUS, vocab_size=300, min_frequency=2)
+    for word in ("fever", "consolidation", "lobe", "cough", "effusion", "pneumonia"):
+        assert frequent._tokenizer.encode(word, add_special_tokens=False).tokens == [word]
+
+
+def test_unseen_word_of_seen_characters_has_no_unk(tokenizer: WordPieceTokenizer) -> None:
+    vocab = tokenizer._tokenizer.get_vocab()
+    characters = {c for text in CORPUS for c in tokenizer._tokenizer.normalizer.normalize_str(text) if not c.isspace()}
+    assert all(c in vocab and "##" + c in vocab for c in characters)  # word-start and continuation forms
+    for text in ("bronchiectasis", "xanthoma", "Ventriculo-peritoneal shunt", "Toux"):
+        encoding = tokenizer._tokenizer.encode(text, add_special_tokens=False)
+        assert "[UNK]" not in encoding.tokens
+        assert tokenizer.decode(tokenizer.encode([text]).ids[0]) == text.lower().replace("-", " - ")
+
+
+def test_tie_breaking_is_count_then_string() -> None:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+    def ordered(corpus: list[str], vocab_size: int = 50) -> list[str]:
+        vocab = WordPieceTokenizer.train(corpus, vocab_size=vocab_size, min_frequency=1)._tokenizer.get_vocab()
+        return sorted(vocab, key=vocab.__getitem__)
+
+    # all counts equal: alphabet by string ("#" sorts before letters), pair (a, ##b) before (b, ##a)
+    assert ordered(["ab ba"]) == [*specials, "##a", "##b", "a", "b", "ab", "ba"]
+    assert ordered(["ba ab"]) == ordered(["ab ba"])
+    assert ordered(["ab ba"], vocab_size=10) == [*specials, "##a", "##b", "a", "b", "ab"]
+    # counts first: "ab" twice puts a / ##b and the merge ab ahead
+    assert ordered(["ba ab ab"]) == [*specials, "##b", "a", "##a", "b", "ab", "ba"]
+    # alphabet by count (##c 5, ##b 3, a 3, b 2, then unseen forms ##a, c); tied pairs
+    # (##b, ##c) and (a, ##b), both 3: "##b" < "a" merges first; min_frequency stops merges
+    alphabet = {"##c": 5, "##b": 6, "a": 7, "b": 8, "##a": 9, "c": 10}
+    base = {**{t: i for i, t in enumerate(specials)}, **alphabet}
+    assert train_wordpiece_vocab({"abc": 3, "bc": 2}, 50, 1) == {**base, "##bc": 11, "abc": 12, "bc": 13}
+    assert train_wordpiece_vocab({"bc": 2, "abc": 3}, 50, 3) == {**base, "##bc": 11, "abc": 12}

@@ -2,8 +2,11 @@
 
 :class:`WordPieceTokenizer` is a BERT-style WordPiece tokenizer (Wu et al. 2016,
 "Google's Neural Machine Translation System"; Devlin et al. 2019, "BERT") trained on
-the user's own corpus with Hugging Face ``tokenizers``. :class:`PretrainedTokenizer`
-wraps the tokenizer shipped with a pretrained model (``transformers.AutoTokenizer``).
+the user's own corpus: its vocabulary is learned here by a deterministic merge procedure
+(:func:`train_wordpiece_vocab`; the same corpus and settings give the same vocabulary and
+ids in any process, so reruns and DDP ranks agree) and run by Hugging Face ``tokenizers``.
+:class:`PretrainedTokenizer` wraps the tokenizer shipped with a pretrained model
+(``transformers.AutoTokenizer``).
 
 Both return a :class:`TokenizedText` of ``ids`` (B, L) int64 and ``mask`` (B, L) bool
 (True = real token), padded to the longest text of the batch. Texts are patient data:
@@ -12,12 +15,14 @@ they are never logged, printed or quoted in error messages (only their index is)
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor
 
 from medfusion.files import atomic_write_text
@@ -25,6 +30,10 @@ from medfusion.files import atomic_write_text
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 #: Special tokens in id order: ``[PAD]`` is id 0.
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
+#: Prefix of a WordPiece piece that continues a word (``##ing``).
+CONTINUATION = "##"
+#: Longest word (in characters) WordPiece encodes; longer words become ``[UNK]``.
+MAX_WORD_CHARS = 100
 
 
 class TokenizedText(NamedTuple):
@@ -77,6 +86,143 @@ def decode_input(ids: Tensor | Sequence[int]) -> list[int]:
     return [int(i) for i in ids]
 
 
+def word_counts(tokenizer: Tokenizer, corpus: Iterable[str]) -> Counter[str]:
+    """How often each word occurs in ``corpus``, split exactly as ``tokenizer`` encodes.
+
+    Words are the pieces of ``tokenizer``'s normaliser then pre-tokeniser
+    (``pre_tokenize_str``), so training and encoding see the same words.
+
+    Raises:
+        ValueError: on a non-str text (naming its index, never its content).
+    """
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    counts: Counter[str] = Counter()
+    for index, text in enumerate(corpus):
+        if not isinstance(text, str):
+            raise ValueError(f"text: training text {index} is {type(text).__name__}, expected str")
+        normalized = normalizer.normalize_str(text) if normalizer is not None else text
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalized))
+    return counts
+
+
+def merge_pair(symbols: list[str], left: str, right: str, merged: str) -> list[str]:
+    """``symbols`` with each adjacent ``left, right`` replaced by ``merged``, left to right."""
+    out: list[str] = []
+    i = 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def train_wordpiece_vocab(counts: Counter[str] | dict[str, int], vocab_size: int,
+                          min_frequency: int) -> dict[str, int]:
+    """A WordPiece vocabulary (token -> id) learned deterministically from word counts.
+
+    The result depends only on the multiset of words (not on their order, the process,
+    ``PYTHONHASHSEED`` or thread scheduling): every choice is made by an explicit total
+    order, and strings compare by code point.
+
+    1. Special tokens, ids 0-4 in :data:`SPECIAL_TOKENS` order.
+    2. The alphabet: for every character ``c`` seen in a word, both the word-start piece
+       ``c`` and the continuation piece ``##c`` (so any later word made of seen characters
+       encodes without ``[UNK]``), ordered by count (occurrences weighted by word count)
+       descending, then string ascending; only the first ones are kept if the alphabet
+       does not fit in ``vocab_size``.
+    3. Merges (byte-pair encoding over pieces, as in WordPiece training): each word of
+       at most :data:`MAX_WORD_CHARS` characters starts as its character pieces
+       (``fever`` -> ``f ##e ##v ##e ##r``); repeatedly the adjacent pair with the largest
+       count (summed over word occurrences) is merged everywhere, ties broken by the
+       smaller (left, right) strings, and the merged piece (``f`` + ``##e`` -> ``fe``)
+       gets the next id unless already present. Stops when the vocabulary holds
+       ``vocab_size`` tokens, when the best pair occurs fewer than ``min_frequency``
+       times, or when every word is a single piece. A word occurring at least
+       ``min_frequency`` times therefore ends as one token when the budget allows.
+
+    Args:
+        counts: word -> occurrences, words as produced by the pre-tokeniser.
+        vocab_size: largest vocabulary, special tokens included (> 5).
+        min_frequency: fewest occurrences of a pair for it to be merged (>= 1).
+    """
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    words = sorted((word, count) for word, count in counts.items() if word and count > 0)
+    pieces: Counter[str] = Counter()
+    for word, count in words:
+        pieces[word[0]] += count
+        for char in word[1:]:
+            pieces[CONTINUATION + char] += count
+    for char in {char for word, _ in words for char in word}:
+        pieces[char] += 0  # both forms of every seen character, even if never seen there
+        pieces[CONTINUATION + char] += 0
+    for piece in sorted(pieces, key=lambda p: (-pieces[p], p)):
+        if len(vocab) >= vocab_size:
+            return vocab
+        vocab.setdefault(piece, len(vocab))
+
+    symbols = [[word[0], *(CONTINUATION + char for char in word[1:])]
+               for word, _ in words if len(word) <= MAX_WORD_CHARS]
+    weights = [count for word, count in words if len(word) <= MAX_WORD_CHARS]
+    pair_counts: dict[tuple[str, str], int] = {}
+    where: dict[tuple[str, str], set[int]] = {}
+    for index, word in enumerate(symbols):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] = pair_counts.get(pair, 0) + weights[index]
+            where.setdefault(pair, set()).add(index)
+    # Max-heap of (-count, left, right), lazily updated: a pair whose count fell keeps its
+    # older, larger entry (re-pushed with the true count when popped); a pair whose count
+    # grew (only pairs holding the new piece do) gets a fresh entry. Every live pair thus
+    # has an entry at least as good as its true key, so the first entry popped whose count
+    # is current is the best pair.
+    heap = [(-count, left, right) for (left, right), count in pair_counts.items()]
+    heapq.heapify(heap)
+    while heap and len(vocab) < vocab_size:
+        negative, left, right = heapq.heappop(heap)
+        count = pair_counts.get((left, right), 0)
+        if count != -negative:
+            if count <= 0:
+                pair_counts.pop((left, right), None)
+                where.pop((left, right), None)
+            elif count < -negative:
+                heapq.heappush(heap, (-count, left, right))
+            continue  # a count above the entry's has its own, newer entry
+        if count < min_frequency:
+            break
+        merged = left + right[len(CONTINUATION):]
+        vocab.setdefault(merged, len(vocab))
+        grown: set[tuple[str, str]] = set()
+        for index in sorted(where.pop((left, right), ())):
+            word = symbols[index]
+            new = merge_pair(word, left, right, merged)
+            if len(new) == len(word):
+                continue  # index left over from an earlier change of this word
+            weight = weights[index]
+            for pair in zip(word, word[1:]):
+                pair_counts[pair] -= weight
+            for pair in zip(new, new[1:]):
+                pair_counts[pair] = pair_counts.get(pair, 0) + weight
+                if merged in pair:  # only pairs holding the new piece are new to this word
+                    where.setdefault(pair, set()).add(index)
+                    grown.add(pair)
+            symbols[index] = new
+        pair_counts.pop((left, right), None)
+        for pair in grown:
+            heapq.heappush(heap, (-pair_counts[pair], *pair))
+    return vocab
+
+
+def wordpiece_pipeline(model: models.Model) -> Tokenizer:
+    """A tokenizer around ``model`` with the BERT normaliser, pre-tokeniser and decoder."""
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
+
+
 class WordPieceTokenizer:
     """A BERT-style WordPiece tokenizer trained on a corpus.
 
@@ -107,7 +253,14 @@ class WordPieceTokenizer:
 
     @classmethod
     def train(cls, corpus: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> WordPieceTokenizer:
-        """Train a tokenizer on ``corpus``.
+        """Train a tokenizer on ``corpus``, deterministically.
+
+        Texts are split into words by the tokenizer's own normaliser and pre-tokeniser;
+        the vocabulary is learned from the word counts by :func:`train_wordpiece_vocab`
+        (special tokens, then every seen character as ``c`` and ``##c``, then pair merges
+        by count with ties broken by string) and loaded into a ``tokenizers`` WordPiece
+        model. The same texts (in any order) and settings give the same vocabulary, ids
+        and saved JSON in any process.
 
         Args:
             corpus: training texts (any iterable, read once).
@@ -115,7 +268,8 @@ class WordPieceTokenizer:
             min_frequency: fewest occurrences for a merged sub-word to enter the vocabulary.
 
         Raises:
-            ValueError: on a bad ``vocab_size`` / ``min_frequency`` or a corpus without text.
+            ValueError: on a bad ``vocab_size`` / ``min_frequency``, a non-str text, or a
+                corpus without text.
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(
@@ -123,19 +277,14 @@ class WordPieceTokenizer:
             )
         if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
             raise ValueError(f"text: expected min_frequency to be an int >= 1, received {min_frequency!r}")
-        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            show_progress=False,
-        )
-        tokenizer.train_from_iterator(corpus, trainer=trainer)
-        if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+        counts = word_counts(wordpiece_pipeline(models.WordPiece(unk_token=UNK)), corpus)
+        if not counts:
             raise ValueError("text: the training corpus produced no tokens; expected non-empty texts")
+        vocab = train_wordpiece_vocab(counts, vocab_size, min_frequency)
+        tokenizer = wordpiece_pipeline(models.WordPiece(
+            vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION, max_input_chars_per_word=MAX_WORD_CHARS
+        ))
+        tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{CLS} $A {SEP}",
             pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",

@@ -119,7 +119,6 @@ def evaluated(config: TrainConfig, settings: CompareSettings, masks, full: bool,
 def run_comparison(settings: CompareSettings, progress: Progress = print) -> dict[str, Any]:
     """Train and evaluate everything; write and return ``results.json``."""
     from medfusion.data.synthetic.files import load_masks
-    from medfusion.evaluate.cost import cost_report
 
     start = time.perf_counter()
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +136,8 @@ def run_comparison(settings: CompareSettings, progress: Progress = print) -> dic
             run = trained(config, progress, label)
             entry["seeds"][str(seed)] = {"run": run, "dir": str(config.run.out),
                                          "evaluation": evaluated(config, settings, masks, True, progress, label)}
-        first = run_config(settings, manifest, name, settings.seeds[0])
-        model, data, _ = load_trained(first.run.out)
-        entry["cost"] = cost_report(model, studies.first_batch(data, 1)[0], studies.first_batch(data, 32)[0])
+        entry["cost"] = measured_cost(Path(run_config(settings, manifest, name, settings.seeds[0]).run.out),
+                                      progress, name)
         entry["summary"] = summarise(entry["seeds"])
         if not name.startswith("only_"):
             entry["learning_curve"] = learning_curve(settings, manifest, name, progress)
@@ -149,6 +147,20 @@ def run_comparison(settings: CompareSettings, progress: Progress = print) -> dic
     results["seconds"] = time.perf_counter() - start
     atomic_write_text(settings.out / "results.json", json.dumps(results, indent=2))
     return results
+
+
+def measured_cost(run_dir: Path, progress: Progress, name: str) -> dict[str, Any]:
+    """``cost.json`` of a run: parameters, MACs, latency, throughput, memory (measured once, then reused)."""
+    from medfusion.evaluate.cost import cost_report
+
+    path = run_dir / "cost.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    progress(f"measuring the cost of {name}")
+    model, data, _ = load_trained(run_dir)
+    cost = cost_report(model, studies.first_batch(data, 1)[0], studies.first_batch(data, 32)[0])
+    atomic_write_text(path, json.dumps(cost, indent=2))
+    return cost
 
 
 def summarise(seeds: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +194,7 @@ def learning_curve(settings: CompareSettings, manifest: Path, name: str, progres
 
 def significance(settings: CompareSettings, manifest: Path, names: list[str]) -> list[dict[str, Any]]:
     """DeLong tests on the test predictions, per seed: each fusion strategy against every
-    simpler one and against the best unimodal baseline."""
+    simpler one and against every unimodal baseline."""
     def probs(name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         out = Path(run_config(settings, manifest, name, seed).run.out)
         with np.load(out / "test_predictions.npz") as data:

@@ -45,8 +45,9 @@ def hide(batch: MultimodalBatch, model: MultimodalClassifier, drop: Iterable[str
     Raises:
         ValueError: on an unknown modality or a rate outside [0, 1].
     """
+    drop = tuple(drop)  # iterated twice: a one-shot iterable (generator) would be used up by the check
     present = {m: p.clone() for m, p in model.presence(batch, require_any=False).items()}
-    for m in list(drop) + list(missing_rates or {}):
+    for m in drop + tuple(missing_rates or {}):
         if m not in present:
             raise ValueError(f"evaluate: unknown modality {m!r}; the model has {sorted(present)}")
     for m in drop:

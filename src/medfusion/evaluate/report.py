@@ -112,7 +112,7 @@ def _drop_cell(run: dict[str, Any], modality: str, full: dict[str, float]) -> st
 
 def _retrieval_cell(run: dict[str, Any], k: int) -> str:
     retrieval = _first(run).get("retrieval")
-    if not retrieval:
+    if not retrieval or not retrieval.get("pairs"):
         return DASH
     return f"{retrieval[f'text_to_image_recall@{k}']:.2f} / {retrieval[f'image_to_text_recall@{k}']:.2f}"
 

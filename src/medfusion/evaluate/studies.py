@@ -62,21 +62,23 @@ def missing_modalities(model: MultimodalClassifier, data: ManifestDataModule, se
 def retrieval_recall(model: MultimodalClassifier, data: ManifestDataModule, ks=(1, 5, 10)) -> dict[str, float] | None:
     """Recall@k of image->text and text->image search among test pairs (joint embedding only).
 
-    A query's match is the same patient's other modality; candidates are every test
-    sample with that modality. None for strategies without a joint space.
+    A query's match is the same patient's other modality; queries and candidates are the test
+    samples with both modalities. None for strategies without a joint space.
     """
     if model.fusion.__class__.__name__ != "JointEmbeddingFusion" or not {"image", "text"} <= set(model.modalities):
         return None
     model.eval()
     images, texts = [], []
     for batch in data.loader("test"):
-        present = model.presence(batch)
+        present = model.presence(batch, require_any=False)  # a sample with no modality is no pair: skipped
         both = present["image"] & present["text"]
         if not both.any():
             continue
-        output = model.fuse(batch, present)
-        images.append(output.embeddings["image"][both])
-        texts.append(output.embeddings["text"][both])
+        output = model.fuse(batch.select(both), {m: p[both] for m, p in present.items()})
+        images.append(output.embeddings["image"])
+        texts.append(output.embeddings["text"])
+    if not images:
+        return {"pairs": 0}
     image, text = torch.cat(images), torch.cat(texts)
     similarity = image @ text.T  # unit rows
     target = torch.arange(len(image))
