@@ -103,7 +103,7 @@ def demo(
     if full:
         settings = CompareSettings(patients=2000, seeds=[0, 1, 2], max_epochs=10, n_boot=1000, out=out)
     else:
-        settings = CompareSettings(patients=1000, seeds=[0, 1], max_epochs=5, n_boot=500,
+        settings = CompareSettings(patients=1200, seeds=[0, 1, 2], max_epochs=10, n_boot=500,
                                    learning_fractions=[0.25, 0.5], out=out)
     _run_comparison(settings)
 
@@ -164,3 +164,39 @@ def train_command(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     console.print_json(json.dumps(summary))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path = typer.Argument(..., help="a finished run folder (from medfusion train)"),
+    drop: list[str] = typer.Option([], help="modality to remove from every test sample (repeatable)"),
+    missing: bool = typer.Option(False, help="also: AUROC per missing rate 0-90% and per modality subset"),
+    n_boot: int = typer.Option(1000, min=50, help="bootstrap resamples for the 95% intervals"),
+) -> None:
+    """Test-split metrics of a run with 95% bootstrap intervals, optionally without some modalities."""
+    from medfusion.evaluate import studies
+    from medfusion.evaluate.metrics import metric_table
+    from medfusion.evaluate.predict import predict
+    from medfusion.files import atomic_write_text
+    from medfusion.train.run import load_trained
+
+    try:
+        model, data, config = load_trained(run)
+        predictions = predict(model, data.loader("test"), drop=drop)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    table = metric_table(predictions.labels, predictions.probs, n_boot=n_boot, seed=config.seed)
+    title = f"{run} — test split, {len(predictions.labels)} samples, seed {config.seed}"
+    view = Table("metric", "value (95% CI)", title=title + (f", without {', '.join(drop)}" if drop else ""))
+    for name, interval in table.items():
+        view.add_row(name, interval.format())
+    console.print(view)
+    result = {"drop": drop, "seed": config.seed, "n_boot": n_boot,
+              "metrics": {name: list(interval) for name, interval in table.items()}}
+    if missing:
+        result["missing"] = studies.missing_modalities(model, data, config.seed)
+        console.print_json(json.dumps(result["missing"]))
+    path = run / ("test_metrics" + "".join(f"_without_{m}" for m in drop) + ".json")
+    atomic_write_text(path, json.dumps(result, indent=2))
+    console.print(f"written {path}")

@@ -74,7 +74,15 @@ def test_cnn_shapes_and_token_grid(modality: str, spatial: tuple[int, ...], grid
     n = math.prod(grid)
     assert out.pooled.shape == (2, DIM) and out.tokens.shape == (2, n, DIM) and out.token_mask.shape == (2, n)
     assert out.token_mask.dtype == torch.bool and out.token_mask.all()
+    torch.testing.assert_close(out.pooled, out.tokens.amax(dim=1))
+
+
+def test_cnn_mean_pooling_option_and_bad_pool() -> None:
+    encoder = ENCODERS["image"].build("cnn", **{**ENCODER_PARAMS[("image", "cnn")], "pool": "mean"})
+    out = encoder(random((2, 1, 16, 16)))
     torch.testing.assert_close(out.pooled, out.tokens.mean(dim=1))
+    with pytest.raises(ValueError, match="expected pool 'max' or 'mean', received 'sum'"):
+        ENCODERS["image"].build("cnn", pool="sum")
 
 
 def test_cnn_tokens_are_feature_map_cells_in_row_major_order() -> None:

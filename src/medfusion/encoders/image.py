@@ -78,6 +78,8 @@ class SpatialEncoder(Encoder):
 
     spatial_dims: int
     in_channels: int
+    #: pooling of the tokens into ``pooled``: "mean" (pretrained backbones) or "max".
+    pool: str = "mean"
     #: exact spatial size the backbone needs (ViT), or None for any size.
     input_size: tuple[int, ...] | None = None
     #: smallest side the backbone can take (smaller inputs fail inside the backbone).
@@ -110,7 +112,8 @@ class SpatialEncoder(Encoder):
     def encode(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """Encode (B, C, *spatial) into pooled (B, D), tokens (B, N, D), token_mask (B, N)."""
         tokens = feature_map_tokens(self.features(x))
-        return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens, token_mask=all_tokens(tokens))
+        pooled = tokens.amax(dim=1) if self.pool == "max" else tokens.mean(dim=1)
+        return EncoderOutput(pooled=pooled, tokens=tokens, token_mask=all_tokens(tokens))
 
     @torch.no_grad()
     def token_grid(self, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -135,13 +138,20 @@ class ConvEncoder(SpatialEncoder):
         widths: channels of each stage (one stride-2 residual block per stage).
         out_dim: token width D (a 1x1 projection of the last stage).
         norm_groups: GroupNorm groups; must divide every width.
+        pool: "max" (default) or "mean" over the tokens for ``pooled``. Max pooling keeps a
+            small local finding (a nodule, a patch of consolidation) that the mean over all
+            cells dilutes: on the synthetic triage X-rays a mean-pooled CNN did not learn
+            the consolidation in 8 epochs (AUROC 0.56) where a max-pooled one reached 0.99.
 
     Returns tokens over the last map: N = prod(ceil(size / 2**len(widths))).
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128),
-                 out_dim: int = 128, norm_groups: int = 8) -> None:
+                 out_dim: int = 128, norm_groups: int = 8, pool: str = "max") -> None:
         super().__init__()
+        if pool not in ("max", "mean"):
+            raise ValueError(f"image encoder: expected pool 'max' or 'mean', received {pool!r}")
+        self.pool = pool
         _check_spatial_dims(spatial_dims)
         _check_int("in_channels", in_channels)
         _check_int("out_dim", out_dim)
