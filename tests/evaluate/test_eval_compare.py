@@ -97,7 +97,7 @@ def test_each_run_has_seeds_evaluation_and_run_summary(compared) -> None:
     results, _, out = compared
     for name in STRATEGIES:
         entry = results["runs"][name]
-        assert set(entry) == {"seeds", "cost", "summary", "learning_curve"}
+        assert set(entry) == {"seeds", "cost", "summary", "learning_curve", "modularity"}
         assert list(entry["seeds"]) == ["0"]
         seed = entry["seeds"]["0"]
         assert Path(seed["dir"]) == (out / "runs" / name / "seed0").resolve()
@@ -185,6 +185,16 @@ def test_significance_compares_each_strategy_with_the_simpler_ones(compared) -> 
         assert test["difference"] == pytest.approx(test["auroc_b"] - test["auroc_a"])
         assert test["auroc_a"] == pytest.approx(results["runs"]["early"]["seeds"]["0"]["evaluation"]["metrics"]
                                                 ["auroc"][0])
+
+
+def test_modularity_swaps_the_text_encoder_where_there_is_one(compared) -> None:
+    results, messages, _ = compared
+    assert results["runs"]["early"]["modularity"]["swappable"] is False
+    swap = results["runs"]["late"]["modularity"]
+    assert swap["swappable"] and swap["modality"] == "text" and 0 < swap["retrained_share"] < 1
+    assert swap["auroc_change"] == pytest.approx(swap["auroc_after"] - swap["auroc_before"])
+    assert swap["auroc_before"] == results["runs"]["late"]["summary"]["metrics"]["auroc"][0]  # one seed
+    assert "swapping the text encoder of late" in messages
 
 
 def test_progress_names_every_run(compared) -> None:

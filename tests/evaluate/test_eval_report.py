@@ -16,7 +16,7 @@ from test_eval_compare import STRATEGIES, comparison
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["latency.png", "roc.png", "missingness.png", "learning_curves.png", "contributions.png"]
 GROUPS = ["computational cost", "performance", "interpretability", "missing modality", "training data",
-          "cross-modal retrieval", "best use case"]
+          "modularity", "cross-modal retrieval", "best use case"]
 MODALITIES = ["image", "text", "vitals"]
 
 

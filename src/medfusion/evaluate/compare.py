@@ -141,6 +141,7 @@ def run_comparison(settings: CompareSettings, progress: Progress = print) -> dic
         entry["summary"] = summarise(entry["seeds"])
         if not name.startswith("only_"):
             entry["learning_curve"] = learning_curve(settings, manifest, name, progress)
+            entry["modularity"] = modularity(settings, manifest, name, progress)
         results["runs"][name] = entry
         atomic_write_text(settings.out / "results.json", json.dumps(results, indent=2))
     results["significance"] = significance(settings, manifest, names)
@@ -177,6 +178,61 @@ def summarise(seeds: dict[str, Any]) -> dict[str, Any]:
                                for rate in curve}
     summary["train_seconds"] = float(np.mean([s["run"]["train_seconds"] for s in seeds.values()]))
     return summary
+
+
+#: The swapped-in text encoder of the modularity study: same width, deeper (2 layers instead of 1).
+SWAP_MODALITY = "text"
+
+
+def modularity(settings: CompareSettings, manifest: Path, name: str, progress: Progress) -> dict[str, Any]:
+    """Swap the text encoder of the first seed's model for a new one (same output width, two
+    layers) and retrain only what the strategy needs: late fusion retrains the new encoder
+    and its own classifier (the other modalities' encoders and classifiers stay frozen);
+    every other strategy must retrain the new encoder and the fusion (and head), with the
+    other encoders frozen. Reports the test AUROC before and after and the share of the
+    model's parameters that had to be retrained.
+    """
+    from medfusion.data.tokenizer import WordPieceTokenizer
+    from medfusion.encoders.base import ENCODERS
+    from medfusion.train.data import TOKENIZER_FILE
+
+    base = run_config(settings, manifest, name, settings.seeds[0])
+    out = settings.out / "runs" / name / f"swap_{SWAP_MODALITY}"
+    path = out / "modularity.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    model, _, _ = load_trained(base.run.out)
+    if SWAP_MODALITY not in model.modalities or model.fusion.takes_raw_inputs:
+        return {"swappable": False, "reason": "early fusion has no modality encoder: any change retrains the network"}
+    progress(f"swapping the {SWAP_MODALITY} encoder of {name}")
+    config = base.model_copy(deep=True)
+    encoder = config.model.encoder_for(SWAP_MODALITY)
+    old = model.encoders[SWAP_MODALITY]
+    encoder.params = {**encoder.params, "depth": 2, "vocab_size": old.vocab_size, "max_length": old.max_length}
+    config.model.modalities[SWAP_MODALITY].encoder = encoder
+    config.run.out = out.resolve()
+    model.encoders[SWAP_MODALITY] = ENCODERS[SWAP_MODALITY].build(encoder.name, **encoder.params)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    retrained = [model.encoders[SWAP_MODALITY]]
+    if model.fusion.__class__.__name__ == "LateFusion":
+        retrained.append(model.fusion.classifiers[SWAP_MODALITY])
+    else:
+        retrained += [model.fusion] + ([model.head] if model.head is not None else [])
+    for module in retrained:
+        module.requires_grad_(True)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tokenizer = WordPieceTokenizer.from_file(Path(base.run.out) / TOKENIZER_FILE)
+    summary = train(config, initial=model, tokenizer=tokenizer)
+    before = json.loads((Path(base.run.out) / "evaluation.json").read_text())["metrics"]["auroc"][0]
+    after = evaluated(config, settings, None, False, progress, f"{name} with a new {SWAP_MODALITY} encoder")
+    result = {"swappable": True, "modality": SWAP_MODALITY, "auroc_before": before,
+              "auroc_after": after["metrics"]["auroc"][0], "retrained_parameters": trainable,
+              "retrained_share": trainable / total, "train_seconds": summary["train_seconds"]}
+    result["auroc_change"] = result["auroc_after"] - before
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
 
 
 def learning_curve(settings: CompareSettings, manifest: Path, name: str, progress: Progress) -> dict[str, float]:

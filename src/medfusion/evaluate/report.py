@@ -60,6 +60,8 @@ def criteria_rows(runs: dict[str, Any], modalities: list[str]) -> list[tuple[str
     for fraction in fractions:
         add("training data", f"AUROC with {float(fraction):.0%} of training patients",
             lambda r, f=fraction: f"{r['learning_curve'][f]:.3f}" if f in r.get("learning_curve", {}) else DASH)
+    add("modularity", "swap the text encoder: share of parameters retrained", _swap_share_cell)
+    add("modularity", "swap the text encoder: test AUROC before → after (change)", _swap_auroc_cell)
     for k in (1, 5, 10):
         add("cross-modal retrieval", f"Recall@{k} text→image / image→text", lambda r, k=k: _retrieval_cell(r, k))
     wins = criteria_won(runs, modalities)
@@ -81,6 +83,9 @@ def criteria_won(runs: dict[str, Any], modalities: list[str]) -> dict[str, str]:
                                               if m in r["summary"]["drop"]}
     scores["least data needed"] = {n: r["learning_curve"][min(r["learning_curve"], key=float)]
                                    for n, r in fusion.items() if r.get("learning_curve")}
+    scores["most modular (fewest parameters retrained to swap an encoder)"] = {
+        n: -r["modularity"]["retrained_share"] for n, r in fusion.items()
+        if r.get("modularity", {}).get("swappable")}
     scores["cross-modal search"] = {n: 1.0 for n, r in fusion.items() if _first(r).get("retrieval")}
     won: dict[str, list[str]] = {}
     for criterion, values in scores.items():
@@ -108,6 +113,22 @@ def _drop_cell(run: dict[str, Any], modality: str, full: dict[str, float]) -> st
         return DASH
     baseline = run["summary"]["metrics"]["auroc"][0]
     return f"{drop[0]:.3f} ({drop[0] - baseline:+.3f})"
+
+
+def _swap_share_cell(run: dict[str, Any]) -> str:
+    swap = run.get("modularity")
+    if not swap:
+        return DASH
+    if not swap["swappable"]:
+        return "100% (no encoder to swap)"
+    return f"{swap['retrained_share']:.0%} ({swap['retrained_parameters']:,})"
+
+
+def _swap_auroc_cell(run: dict[str, Any]) -> str:
+    swap = run.get("modularity")
+    if not swap or not swap["swappable"]:
+        return DASH
+    return f"{swap['auroc_before']:.3f} → {swap['auroc_after']:.3f} ({swap['auroc_change']:+.3f})"
 
 
 def _retrieval_cell(run: dict[str, Any], k: int) -> str:

@@ -113,22 +113,31 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
     return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
 
 
-def build_run(config: TrainConfig,
-              tokenizer: WordPieceTokenizer | None = None) -> tuple[FusionSystem, ManifestDataModule]:
+def build_run(config: TrainConfig, tokenizer: WordPieceTokenizer | None = None,
+              initial: MultimodalClassifier | None = None) -> tuple[FusionSystem, ManifestDataModule]:
     """The data module (tokenizer and statistics fitted on the training split) and the Lightning module.
 
-    ``tokenizer``: an already fitted tokenizer to use instead of training one (resuming a run).
+    Args:
+        config: the run's config.
+        tokenizer: an already fitted tokenizer to use instead of training one (resuming a run,
+            or continuing a trained model).
+        initial: a model to continue training (its frozen parameters stay as they are)
+            instead of a new one built from ``config.model``; it must match ``config.model``.
     """
     data = ManifestDataModule(config.data, config.optim.batch_size, seed=config.seed, tokenizer=tokenizer)
     data.setup("fit")
-    model = build_model(model_config_for_data(config.model, data))
-    fit_vitals_statistics(model, data)
+    model = initial if initial is not None else build_model(model_config_for_data(config.model, data))
+    if initial is None:
+        fit_vitals_statistics(model, data)
     weights = class_weights(data.class_counts()) if config.balance.class_weights == "auto" else None
     return FusionSystem(model, config.optim, config.balance, weights), data
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClassifier | None = None,
+          tokenizer: WordPieceTokenizer | None = None) -> dict[str, Any]:
     """Train, keep the best and last checkpoints, test the best one, and write ``run.json``.
+
+    ``initial`` and ``tokenizer`` continue an existing model (see :func:`build_run`).
 
     Raises:
         ValueError: on ``resume`` without a last checkpoint in the run folder.
@@ -142,9 +151,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     torch.set_num_threads(config.run.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
     # resuming: the vocabulary the checkpoint was trained with (retraining may number the tokens differently)
-    tokenizer = WordPieceTokenizer.from_file(out / TOKENIZER_FILE) if resume and (out / TOKENIZER_FILE).is_file() \
-        else None
-    system, data = build_run(config, tokenizer)
+    if resume and (out / TOKENIZER_FILE).is_file():
+        tokenizer = WordPieceTokenizer.from_file(out / TOKENIZER_FILE)
+    system, data = build_run(config, tokenizer, initial)
     data.save_fitted(out)
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/auroc", mode="max",
                                  enable_version_counter=False)
