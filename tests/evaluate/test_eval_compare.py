@@ -58,13 +58,19 @@ def tiny_settings(out: Path, **changes) -> CompareSettings:
     return CompareSettings(**settings)
 
 
+_RESULTS: dict[Path, tuple[dict, list[str]]] = {}
+
+
 def comparison(base: Path) -> tuple[dict, list[str]]:
-    """run_comparison of the tiny settings in ``base`` / SHARED (shortened cost timings); results and messages."""
-    messages: list[str] = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cost, "cost_report", functools.partial(cost.cost_report, **COST_OPTIONS))
-        results = run_comparison(tiny_settings(base / SHARED), progress=messages.append)
-    return results, messages
+    """run_comparison of the tiny settings in ``base`` / SHARED (shortened cost timings); results and the
+    progress messages of the first (training) call, whichever test module makes it."""
+    if base not in _RESULTS:
+        messages: list[str] = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cost, "cost_report", functools.partial(cost.cost_report, **COST_OPTIONS))
+            results = run_comparison(tiny_settings(base / SHARED), progress=messages.append)
+        _RESULTS[base] = (results, messages)
+    return _RESULTS[base]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +219,10 @@ def test_rerun_reuses_finished_work(compared, tmp_path_factory) -> None:
     files += [out / "data" / "manifest.parquet"]
     assert all(p.is_file() for p in files)
     stamps = {p: p.stat().st_mtime_ns for p in files}
-    again, messages = comparison(tmp_path_factory.getbasetemp())
+    messages: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cost, "cost_report", functools.partial(cost.cost_report, **COST_OPTIONS))
+        again = run_comparison(tiny_settings(out), progress=messages.append)
     assert not [m for m in messages if m.startswith(("generating", "training", "evaluating"))], messages
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
     for name in STRATEGIES:
