@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from abc import abstractmethod
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +107,9 @@ class SpatialEncoder(Encoder):
             raise ValueError(f"{modality}: expected every spatial side >= {self.min_size} for this backbone, "
                              f"received spatial size {tuple(x.shape[2:])}")
 
+    @abstractmethod
     def features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """(B, C, *spatial) -> (B, out_dim, *grid) feature map."""
 
     def encode(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """Encode (B, C, *spatial) into pooled (B, D), tokens (B, N, D), token_mask (B, N)."""

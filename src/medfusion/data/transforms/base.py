@@ -4,6 +4,8 @@ the dictionary-twin machinery (:class:`MapTransform`, ``_twin``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,7 +43,7 @@ def _range(name: str, values: Any, low: float = -math.inf) -> tuple[float, float
     return float(values[0]), float(values[1])
 
 
-class Transform:
+class Transform(ABC):
     """Base of every transform: ``__call__(x, rng=None)`` and ``set_random_state(seed)``."""
 
     _rng: Generator | None = None
@@ -59,8 +61,9 @@ class Transform:
             self._rng = np.random.default_rng()
         return self._rng
 
+    @abstractmethod
     def __call__(self, x: Any, rng: Generator | None = None) -> Any:
-        raise NotImplementedError
+        """The transformed ``x``; random draws come from ``rng`` (or this transform's generator)."""
 
 
 class Compose(Transform):
