@@ -113,18 +113,20 @@ def synth(
     scenario: str = typer.Option("triage", help="triage, cardiac, neuro, pathology, radiology or retrieval"),
     patients: int = typer.Option(1000, min=1, help="number of patients"),
     seed: int = typer.Option(0, help="random seed (same seed, same cohort)"),
-    out: Path = typer.Option(Path("data/triage"), help="output folder"),
+    out: Path | None = typer.Option(None, help="output folder [default: data/<scenario>]"),
     label_noise: float | None = typer.Option(None, min=0.0, max=0.5, help="share of labels flipped at random"),
     image_size: int | None = typer.Option(None, min=32, help="image side in pixels (triage, pathology, retrieval)"),
     image_format: list[str] | None = typer.Option(None, help="triage X-ray file format(s): png, dicom"),
+    source: str | None = typer.Option(None, help="retrieval reports: auto, openi (at most 3,927) or generated"),
 ) -> None:
     """Generate a synthetic cohort with known ground truth and write it as real files + a manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medfusion.data.synthetic.scenarios import synthesize
 
+    out = out or Path("data") / scenario
     options = {k: v for k, v in (("label_noise", label_noise), ("image_size", image_size),
-                                 ("image_formats", image_format)) if v is not None}
+                                 ("image_formats", image_format), ("source", source)) if v is not None}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"{scenario}: {patients} patients", total=None)
@@ -182,6 +184,9 @@ def evaluate_command(
 
     try:
         model, data, config = load_trained(run)
+        if config.task == "contrastive":
+            _evaluate_retrieval(run, config)
+            return
         predictions = predict(model, data.loader("test"), drop=drop)
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
@@ -200,3 +205,36 @@ def evaluate_command(
     path = run / ("test_metrics" + "".join(f"_without_{m}" for m in drop) + ".json")
     atomic_write_text(path, json.dumps(result, indent=2))
     console.print(f"written {path}")
+
+
+def _evaluate_retrieval(run: Path, config) -> None:
+    """Test-split Recall@K (both directions) and finding precision@K of a contrastive run."""
+    from medfusion.files import atomic_write_text
+    from medfusion.retrieval.embed import JointEmbedder
+    from medfusion.retrieval.evaluation import evaluate_retrieval
+
+    modalities = tuple(sorted(config.data.modalities))[:2]
+    result = evaluate_retrieval(JointEmbedder(run), config.data.manifest, modalities=modalities)
+    view = Table("direction", "R@1", "R@5", "R@10", title=f"{run} — test split, {result['pairs']} pairs, "
+                 f"seed {config.seed}")
+    for direction, values in result["recall"].items():
+        view.add_row(direction, *(f"{values[k]:.3f}" for k in (1, 5, 10)))
+    for subset, values in result.get("finding_precision", {}).items():
+        if isinstance(values, dict):
+            view.add_row(f"text_to_image finding precision ({subset})",
+                         *(f"{values[k]:.3f}" if values[k] is not None else "n/a" for k in (1, 5, 10)))
+    console.print(view)
+    path = run / "retrieval_metrics.json"
+    atomic_write_text(path, json.dumps({"seed": config.seed, **result}, indent=2))
+    console.print(f"written {path}")
+
+
+def _register_retrieval() -> None:
+    from medfusion.cli_retrieval import index_app, search, zero_shot
+
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
+    app.command("zero-shot")(zero_shot)
+
+
+_register_retrieval()

@@ -39,3 +39,30 @@ def binary_auroc(scores: Tensor, labels: Tensor) -> float:
 def accuracy(logits: Tensor, labels: Tensor) -> float:
     """Share of argmax predictions equal to ``labels``. logits (N, K), labels (N,)."""
     return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def recall_at_k(similarity: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[int, float]:
+    """Paired retrieval recall: query ``i``'s one relevant candidate is candidate ``i``.
+
+    Recall@K is the share of queries whose relevant candidate ranks in the top K; a
+    candidate scoring exactly as the relevant one ranks ahead of it (pessimistic ties).
+
+    Args:
+        similarity: (Q, N) scores, N >= Q; row i's relevant column is i.
+        ks: cut-offs, each >= 1 (clipped to N).
+
+    Returns:
+        {K: recall in [0, 1]}.
+
+    Raises:
+        ValueError: on a non-matrix, fewer candidates than queries, or a K < 1.
+    """
+    if similarity.ndim != 2 or similarity.shape[1] < similarity.shape[0] or similarity.shape[0] == 0:
+        raise ValueError(f"recall@k: expected a (Q, N) similarity with 1 <= Q <= N, "
+                         f"received shape {tuple(similarity.shape)}")
+    if any(k < 1 for k in ks):
+        raise ValueError(f"recall@k: expected every K >= 1, received {ks}")
+    rows = torch.arange(similarity.shape[0], device=similarity.device)
+    relevant = similarity[rows, rows].unsqueeze(1)
+    rank = (similarity >= relevant).sum(dim=1) - 1  # 0 = first; ties count ahead of the relevant one
+    return {k: float((rank < k).float().mean()) for k in ks}

@@ -84,10 +84,21 @@ class RunConfig(_Strict):
     progress: bool = Field(True, description="Rich progress bar")
 
 
+#: What each task's checkpoints and early stopping follow on the validation split.
+MONITORS: dict[str, str] = {"classification": "val/auroc", "contrastive": "val/recall_mean"}
+
+
 class TrainConfig(_Strict):
-    """A training run."""
+    """A training run.
+
+    ``task``: ``classification`` trains the head on the label (plus the fusion's auxiliary
+    losses); ``contrastive`` trains a dual encoder (joint-embedding fusion) on the paired
+    modalities alone, with the symmetric contrastive loss, and keeps the checkpoint with the
+    best mean validation Recall@1/5/10 in both directions.
+    """
 
     seed: int = 0
+    task: Literal["classification", "contrastive"] = "classification"
     data: DataConfig
     model: ModelConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -104,6 +115,12 @@ class TrainConfig(_Strict):
         if self.balance.modality == "ogm_ge" and self.model.fusion.name == "early":
             raise ValueError("balance.modality: 'ogm_ge' modulates encoder gradients; early fusion has no encoders "
                              "(allowed with early: 'none')")
+        if self.task == "contrastive" and self.model.fusion.name != "joint_embedding":
+            raise ValueError(f"task: 'contrastive' trains a joint embedding; expected model.fusion.name "
+                             f"'joint_embedding', received {self.model.fusion.name!r}")
+        if self.task == "contrastive" and len(model_modalities) < 2:
+            raise ValueError(f"task: 'contrastive' needs pairs; expected at least 2 modalities, "
+                             f"received {sorted(model_modalities)}")
         if self.model.num_classes != 2:
             raise ValueError(f"model.num_classes: expected 2 (binary labels are trained here), "
                              f"received {self.model.num_classes}")

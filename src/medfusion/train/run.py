@@ -4,11 +4,11 @@ Run folder (``run.out``)::
 
     config.yaml                  the resolved training config
     tokenizer.json               WordPiece vocabulary fitted on the training notes (if text)
-    checkpoints/best.ckpt        best validation AUROC (written atomically)
+    checkpoints/best.ckpt        best validation AUROC, or Recall@K mean for task contrastive (atomic)
     checkpoints/last.ckpt        end of the latest epoch (``--resume`` continues from it)
     logs/metrics.csv             per-epoch metrics (CSV logger)
     tb/                          TensorBoard events
-    run.json                     seed, epochs, best validation AUROC, test metrics, timings
+    run.json                     seed, epochs, best validation score, test metrics, timings
 
 Resuming: the shuffle order is a function of (seed, epoch) and the random-number states
 are stored in every checkpoint, so a killed run resumed from ``last.ckpt`` ends with the
@@ -39,7 +39,7 @@ from medfusion.encoders.vitals import FeatureStandardizer
 from medfusion.files import atomic_path, atomic_write_text
 from medfusion.models import MultimodalClassifier, build_model
 from medfusion.models.config import ModelConfig
-from medfusion.train.config import TrainConfig, save_train_config
+from medfusion.train.config import MONITORS, TrainConfig, save_train_config
 from medfusion.train.data import TOKENIZER_FILE, ManifestDataModule
 from medfusion.train.system import FusionSystem
 
@@ -130,7 +130,7 @@ def build_run(config: TrainConfig, tokenizer: WordPieceTokenizer | None = None,
     if initial is None:
         fit_vitals_statistics(model, data)
     weights = class_weights(data.class_counts()) if config.balance.class_weights == "auto" else None
-    return FusionSystem(model, config.optim, config.balance, weights), data
+    return FusionSystem(model, config.optim, config.balance, weights, task=config.task), data
 
 
 def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClassifier | None = None,
@@ -155,13 +155,14 @@ def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClass
         tokenizer = WordPieceTokenizer.from_file(out / TOKENIZER_FILE)
     system, data = build_run(config, tokenizer, initial)
     data.save_fitted(out)
-    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/auroc", mode="max",
+    monitor = MONITORS[config.task]
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="max",
                                  enable_version_counter=False)
     # a second callback, not save_last=True: Lightning's save_last rewrites last.ckpt only when best.ckpt is
     # rewritten; without a monitor this one saves at the end of every epoch
     latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
     callbacks: list[L.Callback] = [checkpoint, latest, RandomStateCallback(),
-                                   EarlyStopping(monitor="val/auroc", mode="max", patience=config.optim.patience)]
+                                   EarlyStopping(monitor=monitor, mode="max", patience=config.optim.patience)]
     if config.run.progress:
         callbacks.append(RichProgressBar())
     csv_logger = CSVLogger(out, name="logs", version="")
@@ -189,7 +190,9 @@ def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClass
     summary = {
         "seed": config.seed, "epochs": trainer.current_epoch, "train_seconds": seconds,
         "best_checkpoint": str(Path(best).relative_to(out)) if best else None,
-        "best_val_auroc": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+        "task": config.task,
+        f"best_{monitor.replace('/', '_')}": None if checkpoint.best_model_score is None
+        else float(checkpoint.best_model_score),
         "test": {k: float(v) for k, v in tested.items()},
         "parameters": sum(p.numel() for p in system.model.parameters() if p.requires_grad),
         "train_patients": int(len(np.unique(data.dataset("train").patient_ids[data.train_indices]))),

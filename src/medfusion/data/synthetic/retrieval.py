@@ -193,7 +193,7 @@ def _reports(n: int, source: str, rng: np.random.Generator) -> tuple[str, str, t
     usable = [r for r in openi.read_openi_reports(archive) if r.text]
     if n > len(usable):
         raise ValueError(f"retrieval: expected n_patients <= {len(usable)} (Open-i reports with text), "
-                         f"received {n}; use source='generated' for more")
+                         f"received {n}; use source='generated' (medfusion synth --source generated) for more")
     chosen = np.sort(rng.choice(len(usable), n, replace=False))
     return "openi", "", tuple(usable[i] for i in chosen)
 
