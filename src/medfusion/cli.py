@@ -77,11 +77,12 @@ def _run_comparison(settings) -> None:
 
 @app.command()
 def compare(
-    scenario: str = typer.Option("triage", help="synthetic scenario"),
+    scenario: str = typer.Option("triage", help="triage, cardiac, neuro, pathology, radiology or retrieval"),
     patients: int = typer.Option(2000, min=50, help="cohort size"),
     seeds: int = typer.Option(3, min=1, help="number of seeds (0, 1, ...)"),
     max_epochs: int = typer.Option(10, min=1, help="epochs per run (early stopping may end sooner)"),
-    configs: Path = typer.Option(Path("configs/triage"), help="folder with one <strategy>.yaml per strategy"),
+    configs: Path | None = typer.Option(None, help="folder with one <strategy>.yaml per strategy "
+                                                    "[default: configs/<scenario>]"),
     out: Path = typer.Option(Path("runs/compare"), help="output folder (reruns reuse finished work)"),
 ) -> None:
     """Train every strategy and unimodal baseline on the same splits and write report.md / report.html."""
@@ -97,15 +98,25 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     full: bool = typer.Option(False, help="the full comparison (more patients, 3 seeds) instead of the quick one"),
 ) -> None:
-    """The comparison of fusion strategies on a small synthetic triage cohort (a few minutes on 2 cores)."""
+    """The comparison of fusion strategies on a small synthetic triage cohort (a few minutes on 2 cores).
+
+    ``--full``: every scenario (triage, cardiac, neuro, pathology, radiology, retrieval), 3 seeds,
+    one report per scenario under OUT/<scenario> (hours on 2 cores; reruns reuse finished runs).
+    """
     from medfusion.evaluate.compare import CompareSettings
 
-    if full:
-        settings = CompareSettings(patients=2000, seeds=[0, 1, 2], max_epochs=10, n_boot=1000, out=out)
-    else:
-        settings = CompareSettings(patients=1200, seeds=[0, 1, 2], max_epochs=10, n_boot=500,
-                                   learning_fractions=[0.25, 0.5], out=out)
-    _run_comparison(settings)
+    if not full:
+        _run_comparison(CompareSettings(patients=1200, seeds=[0, 1, 2], max_epochs=10, n_boot=500,
+                                        learning_fractions=[0.25, 0.5], out=out))
+        return
+    for scenario in FULL_SCENARIOS:
+        _run_comparison(CompareSettings(scenario=scenario, patients=FULL_PATIENTS.get(scenario, 2000),
+                                        seeds=[0, 1, 2], max_epochs=10, n_boot=1000, out=out / scenario))
+
+
+#: What ``medfusion demo --full`` compares, and the cohort sizes where 2000 would be too slow on CPU.
+FULL_SCENARIOS = ("triage", "cardiac", "neuro", "pathology", "radiology", "retrieval")
+FULL_PATIENTS = {"radiology": 1000, "retrieval": 3900}
 
 
 @app.command()
@@ -150,8 +161,11 @@ def train_command(
     seed: int | None = typer.Option(None, help="random seed (overrides seed)"),
     max_epochs: int | None = typer.Option(None, help="overrides optim.max_epochs"),
 ) -> None:
-    """Train a multimodal model from a config; checkpoints, logs and run.json go to the run folder."""
+    """Train a model from a config (a classifier, a dual encoder, or with ``task: report`` a report
+    generator); checkpoints, logs and run.json go to the run folder."""
     from medfusion.train import load_train_config, train
+    from medfusion.train.report_config import is_report_config, load_report_config
+    from medfusion.train.report_run import train_report
 
     overrides: dict = {}
     if out is not None:
@@ -161,7 +175,10 @@ def train_command(
     if max_epochs is not None:
         overrides.setdefault("optim", {})["max_epochs"] = max_epochs
     try:
-        summary = train(load_train_config(config, overrides), resume=resume)
+        if is_report_config(config):
+            summary = train_report(load_report_config(config, overrides), resume=resume)
+        else:
+            summary = train(load_train_config(config, overrides), resume=resume)
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
@@ -238,3 +255,20 @@ def _register_retrieval() -> None:
 
 
 _register_retrieval()
+
+
+def _register_report() -> None:
+    from medfusion.cli_report import report, report_eval
+
+    app.command("report")(report)
+    app.command("report-eval")(report_eval)
+
+
+def _register_serve() -> None:
+    from medfusion.cli_serve import serve
+
+    app.command("serve")(serve)
+
+
+_register_report()
+_register_serve()

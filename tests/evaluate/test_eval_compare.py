@@ -233,8 +233,30 @@ def test_rerun_reuses_finished_work(compared, tmp_path_factory) -> None:
 
 
 def test_unknown_scenario_raises_naming_it(tmp_path) -> None:
-    with pytest.raises(ValueError, match="compare: scenario 'cardiac' is not available yet; available: triage"):
-        run_comparison(tiny_settings(tmp_path, scenario="cardiac"), progress=lambda message: None)
+    with pytest.raises(ValueError, match=r"compare: unknown scenario 'dermatology'; available: \['cardiac'"):
+        run_comparison(tiny_settings(tmp_path, scenario="dermatology"), progress=lambda message: None)
+
+
+def test_comparison_of_another_scenario_uses_its_configs_and_modalities(tmp_path) -> None:
+    """Neuro (EEG + note): configs/neuro, unimodal baselines of its own modalities, no masks (no pointing)."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for name in ("early", "late", "intermediate"):
+        raw = yaml.safe_load((TRIAGE_CONFIGS.parent / "neuro" / f"{name}.yaml").read_text())
+        raw["model"]["modalities"]["signal"]["encoder"]["params"].update(widths=[4, 8], out_dim=8, norm_groups=2)
+        raw["model"]["modalities"]["text"]["encoder"]["params"].update(dim=8, heads=2)
+        raw["data"].update(vocab_size=100, max_length=32)
+        raw["optim"]["batch_size"] = 16
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    settings = CompareSettings(scenario="neuro", patients=60, seeds=[0], strategies=["early", "late"],
+                               learning_fractions=[0.5], max_epochs=1, n_boot=50, configs=folder, out=tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cost, "cost_report", functools.partial(cost.cost_report, **COST_OPTIONS))
+        results = run_comparison(settings, progress=lambda message: None)
+    assert set(results["runs"]) == {"early", "late", "only_signal", "only_text"}
+    late = results["runs"]["late"]["seeds"]["0"]["evaluation"]
+    assert set(late["missing"]["drop"]) == {"signal", "text"} and "pointing" not in late["explanation"]
+    assert 0.0 <= late["metrics"]["auroc"][0] <= 1.0
 
 
 def test_missing_config_file_raises_naming_it(tmp_path) -> None:
@@ -293,7 +315,7 @@ def test_help_exits_0(command, options) -> None:
 
 
 def test_compare_with_an_unknown_scenario_exits_2_with_the_reason(tmp_path) -> None:
-    result = runner.invoke(app, ["compare", "--scenario", "cardiac", "--patients", "60", "--out", str(tmp_path)],
+    result = runner.invoke(app, ["compare", "--scenario", "dermatology", "--patients", "60", "--out", str(tmp_path)],
                            env={"COLUMNS": "200"})
     assert result.exit_code == 2
-    assert "scenario 'cardiac' is not available yet" in result.output
+    assert "unknown scenario 'dermatology'" in result.output

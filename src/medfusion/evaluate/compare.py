@@ -45,29 +45,59 @@ class CompareSettings(BaseModel):
                                             description="shares of training patients for learning curves (seed 0)")
     max_epochs: int = Field(6, ge=1)
     n_boot: int = Field(500, ge=50, description="bootstrap resamples for confidence intervals")
-    configs: Path = Field(Path("configs/triage"), description="folder with <strategy>.yaml")
+    configs: Path | None = Field(None, description="folder with <strategy>.yaml [default: configs/<scenario>]")
     out: Path = Field(Path("runs/compare"))
 
 
-def ensure_cohort(settings: CompareSettings, progress: Progress) -> Path:
-    """The cohort's manifest, generating and writing it on first use."""
-    from medfusion.data.synthetic import generate_triage
-    from medfusion.data.synthetic.files import write_triage_cohort
+#: Scenarios whose generator takes an image size (the others have fixed-size modalities).
+IMAGE_SIZE_SCENARIOS = ("triage", "pathology", "retrieval")
 
-    if settings.scenario != "triage":
-        raise ValueError(f"compare: scenario {settings.scenario!r} is not available yet; available: triage")
+
+def config_folder(settings: CompareSettings) -> Path:
+    """The folder of the strategy configs: ``settings.configs`` or ``configs/<scenario>``."""
+    return settings.configs if settings.configs is not None else Path("configs") / settings.scenario
+
+
+def ensure_cohort(settings: CompareSettings, progress: Progress) -> Path:
+    """The cohort's manifest, generating and writing it on first use.
+
+    Raises:
+        ValueError: on an unknown scenario (listing the known ones).
+    """
+    from medfusion.data.synthetic.scenarios import SCENARIOS, synthesize
+
+    if settings.scenario not in SCENARIOS:
+        raise ValueError(f"compare: unknown scenario {settings.scenario!r}; available: {sorted(SCENARIOS)}")
     manifest = settings.out / "data" / "manifest.parquet"
     if not manifest.is_file():
         progress(f"generating {settings.patients} synthetic {settings.scenario} patients")
-        cohort = generate_triage(settings.patients, seed=settings.seeds[0], image_size=settings.image_size)
-        write_triage_cohort(cohort, manifest.parent, image_formats=("png",))
+        options: dict[str, Any] = {"image_size": max(settings.image_size, 64) if settings.scenario == "pathology"
+                                   else settings.image_size} if settings.scenario in IMAGE_SIZE_SCENARIOS else {}
+        if settings.scenario == "triage":
+            options["image_formats"] = ("png",)
+        synthesize(settings.scenario, settings.patients, settings.seeds[0], manifest.parent, **options)
     return manifest
+
+
+def load_ground_truth_masks(manifest: Path) -> dict[str, np.ndarray] | None:
+    """The cohort's ground-truth masks (pointing game), or None when the scenario writes none."""
+    from medfusion.data.synthetic.files import load_masks
+
+    if not (manifest.parent / "ground_truth" / "masks.npz").is_file():
+        return None
+    return load_masks(manifest.parent)
+
+
+def unimodal_names(settings: CompareSettings, manifest: Path) -> list[str]:
+    """``only_<modality>`` for every modality of the scenario's intermediate-fusion config."""
+    config = run_config(settings, manifest, "intermediate", settings.seeds[0])
+    return [f"only_{m}" for m in sorted(config.model.modalities)]
 
 
 def run_config(settings: CompareSettings, manifest: Path, name: str, seed: int, fraction: float = 1.0) -> TrainConfig:
     """The training config of one run: a strategy, or ``only_<modality>`` (intermediate fusion on one modality)."""
     strategy = "intermediate" if name.startswith("only_") else name
-    path = settings.configs / f"{strategy}.yaml"
+    path = config_folder(settings) / f"{strategy}.yaml"
     if not path.is_file():
         raise ValueError(f"compare: no config for strategy {strategy!r}: expected {path}")
     suffix = f"seed{seed}" + ("" if fraction == 1.0 else f"_frac{fraction:g}")
@@ -118,15 +148,13 @@ def evaluated(config: TrainConfig, settings: CompareSettings, masks, full: bool,
 
 def run_comparison(settings: CompareSettings, progress: Progress = print) -> dict[str, Any]:
     """Train and evaluate everything; write and return ``results.json``."""
-    from medfusion.data.synthetic.files import load_masks
-
     start = time.perf_counter()
     settings.out.mkdir(parents=True, exist_ok=True)
     manifest = ensure_cohort(settings, progress)
-    masks = load_masks(manifest.parent)
+    masks = load_ground_truth_masks(manifest)
     names = list(settings.strategies)
     if settings.unimodal:
-        names += [f"only_{m}" for m in ("image", "text", "vitals")]
+        names += unimodal_names(settings, manifest)
     results: dict[str, Any] = {"settings": json.loads(settings.model_dump_json()), "runs": {}}
     for name in names:
         entry: dict[str, Any] = {"seeds": {}}

@@ -103,8 +103,8 @@ def first_batch(data: ManifestDataModule, size: int, role: str = "test") -> tupl
 def explanation(model: MultimodalClassifier, data: ManifestDataModule, masks: dict[str, np.ndarray] | None,
                 finding: str = "consolidation", size: int = 64, n_steps: int = 32) -> dict[str, Any]:
     """Which explanation the strategy gives, its deletion fidelity and, with ground-truth
-    masks, its pointing-game score on X-rays with the finding, on the first ``size`` test
-    samples (integrated gradients with ``n_steps`` steps; the convergence delta is kept).
+    masks, its pointing-game score on images with the finding (the first of the masks'
+    findings when the cohort has no ``finding``), on the first ``size`` test samples (integrated gradients with ``n_steps`` steps; the convergence delta is kept).
     """
     from medfusion.evaluate import explain
 
@@ -115,7 +115,9 @@ def explanation(model: MultimodalClassifier, data: ManifestDataModule, masks: di
     result: dict[str, Any] = {"method": method, "fidelity": fidelity,
                               "mean_attribution": dict(zip(modalities, attribution.mean(dim=0).tolist(), strict=True))}
     if masks is not None and "image" in model.modalities:
-        result["pointing"] = pointing(model, data.dataset("test").patient_ids[indices], batch, masks, finding,
+        names = [str(n) for n in masks["finding_names"]]
+        result["pointing"] = pointing(model, data.dataset("test").patient_ids[indices], batch, masks,
+                                      finding if finding in names else names[0],
                                       n_steps)
     return result
 

@@ -146,7 +146,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of fields, received {type(raw).__name__}")
-    raw = _merge(raw, overrides or {})
+    raw = merge_overrides(raw, overrides or {})
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as error:
@@ -163,8 +163,9 @@ def save_train_config(config: TrainConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, nested mappings key by key."""
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+        merged[key] = merge_overrides(merged.get(key) or {}, value) if isinstance(value, dict) else value
     return merged
