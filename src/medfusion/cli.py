@@ -270,5 +270,12 @@ def _register_serve() -> None:
     app.command("serve")(serve)
 
 
+def _register_export() -> None:
+    from medfusion.cli_export import export
+
+    app.command("export")(export)
+
+
 _register_report()
 _register_serve()
+_register_export()

@@ -24,6 +24,7 @@ def serve(
     token: str | None = typer.Option(None, envvar="MEDFUSION_TOKEN", show_default=False,
                                      help="bearer token required by every data route [env MEDFUSION_TOKEN]"),
     max_upload_mb: int = typer.Option(20, min=1, help="largest request body in MiB"),
+    onnx: Path | None = typer.Option(None, help="ONNX export of --model (medfusion export) run by ONNX Runtime"),
 ) -> None:
     """Serve triage prediction, search and report generation over HTTP, with a web page at /."""
     import uvicorn
@@ -35,7 +36,7 @@ def serve(
                       "or --report-model; received none")
         raise typer.Exit(2)
     try:
-        app = create_app(model, index, search_model, report_model, token, max_upload_mb * 1024 * 1024)
+        app = create_app(model, index, search_model, report_model, token, max_upload_mb * 1024 * 1024, onnx)
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

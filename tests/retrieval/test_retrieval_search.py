@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from medfusion.cli import app
 from medfusion.metrics import recall_at_k
 from medfusion.retrieval.contact_sheet import contact_sheet
-from medfusion.retrieval.embed import JointEmbedder, run_fingerprint
+from medfusion.retrieval.embed import JointEmbedder
+from medfusion.train.run import run_fingerprint
 from medfusion.retrieval.indexing import build_index, search
 from medfusion.retrieval.store import open_store
 from medfusion.retrieval.zero_shot import (

@@ -344,3 +344,19 @@ def test_serve_command(triage_run, monkeypatch) -> None:
     assert any(middleware.cls is BearerToken for middleware in app.user_middleware)
     bad = CliRunner().invoke(cli, ["--index", "somewhere"])
     assert bad.exit_code == 2 and "expected both index and search_model" in bad.output
+
+
+def test_predict_through_onnx_runtime_matches_pytorch(triage_run, tmp_path) -> None:
+    from medfusion.deploy.export import export_model
+
+    export_model(triage_run, tmp_path / "model.onnx", format="onnx")
+    case = {"note": "fever and productive cough", "vitals": '{"spo2": 91, "temperature": 38.9}'}
+    with TestClient(create_app(model_run=triage_run)) as torch_client:
+        expected = torch_client.post("/predict", data=case).json()
+    with TestClient(create_app(model_run=triage_run, onnx=tmp_path / "model.onnx")) as onnx_client:
+        assert onnx_client.app.state.services.predict.describe()["backend"] == "onnxruntime"
+        received = onnx_client.post("/predict", data=case).json()
+    assert abs(received["probability"] - expected["probability"]) < 1e-4
+    assert received["modalities_used"] == expected["modalities_used"] == ["text", "vitals"]
+    with pytest.raises(ValueError, match="without model_run"):
+        create_app(onnx=tmp_path / "model.onnx")

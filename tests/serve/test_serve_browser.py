@@ -64,7 +64,7 @@ def page(base_url):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         context = browser.new_context(viewport={"width": 1366, "height": 768})
         tab = context.new_page()
-        tab.set_default_timeout(20_000)
+        tab.set_default_timeout(60_000)  # generous: CI shares 2 cores with the other test worker
         tab.goto(base_url)
         yield tab
         browser.close()

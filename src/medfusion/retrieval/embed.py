@@ -12,7 +12,6 @@ every index it fills; an index refuses queries embedded by another model.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,28 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from medfusion.data.collate import MultimodalCollate
 from medfusion.data.datasets.manifest import ManifestDataset, default_loader, to_layout
 from medfusion.fusion.joint_embedding import JointEmbeddingFusion
-from medfusion.train.data import TOKENIZER_FILE
-from medfusion.train.run import load_trained
+from medfusion.train.run import load_trained, run_fingerprint
 from medfusion.types import MultimodalBatch
-
-
-def run_fingerprint(run_dir: str | Path, checkpoint: str = "best") -> str:
-    """``sha256:<16 hex>`` of a run's checkpoint file and tokenizer: equal only for the same model.
-
-    Raises:
-        ValueError: when the checkpoint is missing.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: not a finished run, checkpoints/{checkpoint}.ckpt is missing")
-    digest = hashlib.sha256()
-    for file in (path, run_dir / TOKENIZER_FILE):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 class _RowsCollate:

@@ -189,15 +189,15 @@ def _hits(request: Request, hits: list[dict[str, Any]]) -> list[SearchHit]:
 
 
 def _load(model_run: Path | None, index: str | None, search_model: Path | None,
-          report_run: Path | None) -> Services:
-    return Services(predict=TriageService(model_run) if model_run is not None else None,
+          report_run: Path | None, onnx: Path | None) -> Services:
+    return Services(predict=TriageService(model_run, onnx) if model_run is not None else None,
                     search=SearchService(index, search_model) if index is not None else None,
                     report=ReportService(report_run) if report_run is not None else None)
 
 
 def create_app(model_run: Path | None = None, index: str | None = None, search_model: Path | None = None,
                report_run: Path | None = None, token: str | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, onnx: Path | None = None) -> FastAPI:
     """The FastAPI application serving the given runs (models load when it starts).
 
     Args:
@@ -207,6 +207,7 @@ def create_app(model_run: Path | None = None, index: str | None = None, search_m
         report_run: a report-generator run for ``/report`` (``medfusion train`` with ``task: report``).
         token: when given, the bearer token every non-public route requires.
         max_upload_bytes: largest request body accepted.
+        onnx: an ONNX export of ``model_run`` (``medfusion export``) run by ONNX Runtime for ``/predict``.
 
     Raises:
         ValueError: on ``index`` without ``search_model`` or the reverse, a blank token or
@@ -221,13 +222,15 @@ def create_app(model_run: Path | None = None, index: str | None = None, search_m
         raise ValueError(f"max_upload_bytes: expected an int >= 1, received {max_upload_bytes!r}")
     if token is not None and not token.strip():
         raise ValueError("token: expected a non-blank string or None, received a blank string")
+    if onnx is not None and model_run is None:
+        raise ValueError(f"onnx: an export needs its run for /predict; received onnx={onnx} without model_run")
     if (index is None) != (search_model is None):
         raise ValueError(f"search: expected both index and search_model or neither, received index={index!r}, "
                          f"search_model={search_model!r}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await run_in_threadpool(_load, model_run, index, search_model, report_run)
+        app.state.services = await run_in_threadpool(_load, model_run, index, search_model, report_run, onnx)
         with tempfile.TemporaryDirectory(prefix="medfusion-serve-") as uploads:
             app.state.uploads = Path(uploads)
             try:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from medfusion.data.datasets.manifest import default_loader, to_layout
-from medfusion.retrieval.embed import run_fingerprint
+from medfusion.train.run import run_fingerprint
 
 #: Integrated-gradients steps of the contributions (early, intermediate, joint-embedding fusion): on 32 test
 #: cases of the early-fusion triage model (configs/triage/early.yaml) the credits of 32 steps were within 0.001
@@ -53,16 +53,19 @@ class TriageService:
     Args:
         run_dir: the run folder; its training manifest must still be readable (the
             tokenizer and the per-sample shapes come from the training split).
+        onnx: an ONNX export of the same run (``medfusion export``): probabilities then come
+            from ONNX Runtime; the contributions still from the PyTorch model (gradients).
 
     Attributes:
         modalities: the model's modalities; vitals_columns: the vitals vector's columns;
         image_shape: (C, H, W) of the training images, or None; label: the label column.
 
     Raises:
-        ValueError: when the folder is not a finished classification run.
+        ValueError: when the folder is not a finished classification run, or the export
+            comes from another run.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, onnx: str | Path | None = None) -> None:
         from medfusion.train.run import load_trained
 
         model, data, config = load_trained(run_dir)
@@ -75,13 +78,22 @@ class TriageService:
         self.image_shape = self.collate.shapes.get("image")
         self.label, self.fusion = config.data.label, config.model.fusion.name
         self.fingerprint = run_fingerprint(run_dir)
+        self.runtime = None
+        if onnx is not None:
+            from medfusion.deploy.runtime import OnnxClassifier
+
+            self.runtime = OnnxClassifier(onnx)
+            exported = self.runtime.sidecar.get("fingerprint")
+            if exported != self.fingerprint:
+                raise ValueError(f"--onnx {onnx}: exported from the model {exported}, but --model {run_dir} is "
+                                 f"{self.fingerprint}; export this run with `medfusion export {run_dir}`")
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
-        """What the page and clients need: modalities, vitals columns, label, fusion, fingerprint."""
+        """What the page and clients need: modalities, vitals columns, label, fusion, fingerprint, backend."""
         return {"modalities": self.modalities, "vitals_columns": self.vitals_columns, "label": self.label,
                 "fusion": self.fusion, "image_shape": list(self.image_shape) if self.image_shape else None,
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "backend": "onnxruntime" if self.runtime else "pytorch"}
 
     def read_image(self, path: Path) -> np.ndarray:
         """An image file read as in training ((C, H, W) float32), checked against the training shape.
@@ -121,8 +133,11 @@ class TriageService:
         sample = {"inputs": dict(inputs), "present": {m: m in inputs for m in self.modalities}}
         batch = self.collate([sample])
         with self._lock:
-            with torch.no_grad():
-                probabilities = torch.softmax(self.model(batch).logits, dim=-1)[0]
+            if self.runtime is not None:
+                probabilities = torch.from_numpy(self.runtime.predict_proba(batch)[0])
+            else:
+                with torch.no_grad():
+                    probabilities = torch.softmax(self.model(batch).logits, dim=-1)[0]
             credit, names, method = modality_attribution(self.model, batch, n_steps=EXPLAIN_STEPS)
         prediction = int(probabilities.argmax())
         used = sorted(inputs)

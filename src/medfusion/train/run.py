@@ -20,6 +20,7 @@ Lightning's DDP then shards the shuffle with a distributed sampler.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import time
@@ -227,3 +228,22 @@ def load_trained(run_dir: str | Path, checkpoint: str = "best") -> tuple[Multimo
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
     return model.eval(), data, config
+
+
+def run_fingerprint(run_dir: str | Path, checkpoint: str = "best") -> str:
+    """``sha256:<16 hex>`` of a run's checkpoint file and tokenizer: equal only for the same model.
+
+    Raises:
+        ValueError: when the checkpoint is missing.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: not a finished run, checkpoints/{checkpoint}.ckpt is missing")
+    digest = hashlib.sha256()
+    for file in (path, run_dir / TOKENIZER_FILE):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
