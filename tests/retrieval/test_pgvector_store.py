@@ -238,3 +238,14 @@ def test_reopen_and_refusals(url, store):
         open_store(url, name="plain", model=MODEL, dim=DIM, create=True)
     with pytest.raises(ValueError, match="name: expected"):
         open_store(url, name="Robert'); DROP TABLE images;--")
+
+
+def test_add_without_metadata(url):
+    store = open_store(url, name="bare", model=MODEL, dim=DIM, create=True)
+    try:
+        store.add(IDS[:20], VECTORS[:20])
+        assert len(store) == 20
+        hits = store.search(VECTORS[3:4], 1, model=MODEL, exact=True)[0]
+        assert hits[0].id == IDS[3] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    finally:
+        store.close()

@@ -10,7 +10,7 @@ from torch import nn
 
 from factories import make_batch, model_config
 from medfusion.models import ModelConfig, build_model
-from medfusion.train.balance import ModalityProbes, modulate_gradients, ogm_ge_coefficients
+from medfusion.train.balance import GradientBlend, ModalityProbes, modulate_gradients, ogm_ge_coefficients
 from medfusion.train.config import BalanceConfig, OptimConfig
 from medfusion.train.system import FusionSystem, probe_dims
 
@@ -144,3 +144,76 @@ def test_the_objective_trains_the_encoders_and_the_probes() -> None:
     for m, encoder in system.model.encoders.items():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters()), m
     assert all(h.weight.grad is not None for h in system.probes.heads.values())
+
+
+# --------------------------------------------------------------------------- gradient blending
+
+
+def _epoch(blend: GradientBlend, train: list[float], val: list[float]) -> dict[str, float]:
+    """One epoch of per-head mean losses (recorded as two batches each), then the weight update."""
+    for stage, values in (("train", train), ("val", val)):
+        losses = {h: torch.tensor(v) for h, v in zip(blend.heads, values, strict=True)}
+        for _ in range(2):
+            blend.record(stage, losses, {h: 4 for h in blend.heads})
+    return blend.update()
+
+
+def test_gradient_blend_weights_match_a_hand_computation() -> None:
+    blend = GradientBlend(["text", "image"])
+    assert blend.heads == ["fused", "image", "text"]
+    # first epoch: nothing to compare with, the weights stay uniform
+    assert _epoch(blend, [1.0, 1.0, 1.0], [1.2, 1.2, 1.2]) == pytest.approx({h: 1 / 3 for h in blend.heads})
+    weights = _epoch(blend, [0.5, 0.9, 0.6], [0.8, 1.1, 1.2])
+    # dG = (0.4, 0.1, 0.0); dO = (0.3-0.2, 0.2-0.2, 0.6-0.2) = (0.1, 0.0, 0.4)
+    raw = [0.4 / (0.01 + 1e-4), 0.1 / (0.0 + 1e-4), 0.0]
+    assert weights == pytest.approx({h: r / sum(raw) for h, r in zip(blend.heads, raw, strict=True)}, rel=1e-4)
+    # no head improves: the weights stay
+    assert _epoch(blend, [0.4, 0.8, 0.5], [0.9, 1.2, 1.3]) == pytest.approx(weights)
+    assert float(blend.sums.abs().sum()) == 0.0
+
+
+def test_gradient_blend_sums_the_weighted_losses() -> None:
+    blend = GradientBlend(["image", "text"])
+    blend.weights.copy_(torch.tensor([0.5, 0.3, 0.2]))
+    total = blend.blend({"fused": torch.tensor(2.0), "text": torch.tensor(10.0)})  # image: no rows in the batch
+    assert float(total) == pytest.approx(0.5 * 2.0 + 0.2 * 10.0)
+
+
+def test_gradient_blending_trains_encoders_through_the_unimodal_heads() -> None:
+    system, batch = _system()
+    system.balance = BalanceConfig(modality="gradient_blending")
+    system.probes.detach = False
+    system.blend = GradientBlend(list(system.probes.heads))
+    system.train()
+    _, losses, _, _ = system._step(batch)
+    unimodal = sum(system.probes.losses(system.probes({m: o.pooled for m, o in system.model.encode(
+        batch, system.model.presence(batch)).items()}), system.model.presence(batch), batch.labels).values())
+    unimodal.backward()
+    for m, encoder in system.model.encoders.items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters()), m
+    assert float(system.blend.sums[0, 1, 0]) == len(batch.labels)  # the training batch was recorded
+
+
+def test_training_with_gradient_blending_logs_the_weights(make_config, tmp_path) -> None:
+    import pandas as pd
+
+    from medfusion.train import TrainConfig, train
+
+    config = TrainConfig.model_validate(make_config(tmp_path / "run", "late", optim={"max_epochs": 3},
+                                                    balance={"modality": "gradient_blending"}))
+    train(config)
+    metrics = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    columns = [f"train/blend_weight/{h}" for h in ("fused", "image", "text", "vitals")]
+    weights = metrics[columns].dropna()
+    assert len(weights) == 3
+    assert weights.sum(axis=1).to_numpy() == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    assert weights.iloc[0].to_numpy() == pytest.approx([0.25] * 4)  # the first epoch has nothing to compare
+
+
+def test_gradient_blending_is_refused_for_a_contrastive_task(make_config, tmp_path) -> None:
+    from medfusion.train import TrainConfig
+
+    raw = make_config(tmp_path, "joint_embedding", balance={"modality": "gradient_blending"})
+    raw["task"] = "contrastive"
+    with pytest.raises(ValueError, match="a contrastive task allows 'none'"):
+        TrainConfig.model_validate(raw)

@@ -108,7 +108,9 @@ def _register_vector(conn: Any) -> None:
 def _rows(ids: Sequence[str], vectors: np.ndarray, batch: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
     """COPY rows: id, vector, then the metadata values (None for missing)."""
     values = batch.astype(object).where(batch.notna(), None)
-    for id_, vector, row in zip(ids, vectors, values.itertuples(index=False, name=None), strict=True):
+    # without metadata columns itertuples yields nothing: one empty row per id instead
+    rows = values.itertuples(index=False, name=None) if len(values.columns) else [()] * len(ids)
+    for id_, vector, row in zip(ids, vectors, rows, strict=True):
         yield (id_, _Vector(vector), *row)
 
 

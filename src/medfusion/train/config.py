@@ -66,8 +66,10 @@ class BalanceConfig(_Strict):
 
     class_weights: Literal["auto", "none"] = Field(
         "auto", description="auto: cross-entropy weights inverse to training class frequencies")
-    modality: Literal["none", "ogm_ge"] = Field(
-        "none", description="ogm_ge: on-the-fly gradient modulation with generalisation enhancement (Peng et al. 2022)")
+    modality: Literal["none", "ogm_ge", "gradient_blending"] = Field(
+        "none", description="ogm_ge: on-the-fly gradient modulation with generalisation enhancement (Peng et al. "
+                            "2022); gradient_blending: fused + unimodal losses weighted by their generalisation/"
+                            "overfitting ratio, re-estimated each epoch (Wang et al. 2020)")
     ogm_alpha: float = Field(0.5, gt=0.0, description="OGM-GE modulation strength alpha")
     probe_weight: float = Field(1.0, ge=0.0, description="weight of the per-modality probe losses (detached features)")
 
@@ -118,6 +120,9 @@ class TrainConfig(_Strict):
         if self.task == "contrastive" and self.model.fusion.name != "joint_embedding":
             raise ValueError(f"task: 'contrastive' trains a joint embedding; expected model.fusion.name "
                              f"'joint_embedding', received {self.model.fusion.name!r}")
+        if self.task == "contrastive" and self.balance.modality != "none":
+            raise ValueError(f"balance.modality: {self.balance.modality!r} balances classification losses; "
+                             "a contrastive task allows 'none'")
         if self.task == "contrastive" and len(model_modalities) < 2:
             raise ValueError(f"task: 'contrastive' needs pairs; expected at least 2 modalities, "
                              f"received {sorted(model_modalities)}")

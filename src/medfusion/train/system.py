@@ -3,7 +3,8 @@
 It receives the model (it never builds one), so any strategy and any encoders train the
 same way. Logged each epoch (CSV and TensorBoard): losses, the fused model's validation
 AUROC / accuracy, each modality probe's validation AUROC (``val/probe_auroc/<m>``), and
-with OGM-GE the mean gradient coefficient per modality. With a joint-embedding fusion
+with OGM-GE the mean gradient coefficient per modality, with gradient blending each head's
+weight (``train/blend_weight/<head>``). With a joint-embedding fusion
 also the contrastive temperature and, on the validation pairs, Recall@1/5/10 in both
 directions of every modality pair (``val/recall@5/image_to_text``, their mean
 ``val/recall_mean``). Under DDP the validation outputs of every process are gathered
@@ -19,7 +20,7 @@ from torch import Tensor
 from medfusion.fusion.joint_embedding import JointEmbeddingFusion
 from medfusion.metrics import binary_auroc, recall_at_k
 from medfusion.models import MultimodalClassifier
-from medfusion.train.balance import ModalityProbes, modulate_gradients, ogm_ge_coefficients
+from medfusion.train.balance import GradientBlend, ModalityProbes, modulate_gradients, ogm_ge_coefficients
 from medfusion.train.config import BalanceConfig, OptimConfig
 from medfusion.types import MultimodalBatch
 
@@ -58,7 +59,10 @@ class FusionSystem(L.LightningModule):
         self.task = task
         self.model = model
         self.optim, self.balance = optim, balance
-        self.probes = ModalityProbes(probe_dims(model), num_classes=2)
+        blending = balance.modality == "gradient_blending"
+        # gradient blending: the unimodal heads train their encoders, their losses weighted with the fused one
+        self.probes = ModalityProbes(probe_dims(model), num_classes=2, detach=not blending)
+        self.blend = GradientBlend(list(self.probes.heads)) if blending else None
         self.register_buffer("class_weights", class_weights, persistent=True)
         self._coefficients: dict[str, float] = {}
         self._outputs: dict[str, list[dict[str, Tensor]]] = {"val": [], "test": []}
@@ -74,13 +78,21 @@ class FusionSystem(L.LightningModule):
         encoded = self.model.encode(batch, present)
         return encoded, {m: out.pooled for m, out in encoded.items()}
 
-    def _step(self, batch: MultimodalBatch):
+    def _step(self, batch: MultimodalBatch, stage: str = "train"):
         present = self.model.training_presence(batch)
         encoded, pooled = self._features(batch, present)
         output = self.model.fuse(batch, present, features=encoded)
         losses = self.model.losses(output, present, batch.labels, self.class_weights)
         probe_logits = self.probes(pooled)
-        losses["probes"] = self.probes.loss(probe_logits, present, batch.labels)
+        unimodal = self.probes.losses(probe_logits, present, batch.labels)
+        losses["probes"] = sum(unimodal.values(), losses["total"].new_zeros(()))
+        if self.blend is not None:
+            heads = {"fused": losses["total"], **unimodal}
+            if self.training or stage == "val":
+                counts = {"fused": len(batch.labels), **{m: int(present[m].sum()) for m in unimodal}}
+                self.blend.record("train" if self.training else "val", heads, counts)
+            losses["objective"] = self.blend.blend(heads)
+            return output, losses, probe_logits, present
         if self.task == "contrastive":
             # a batch with no complete pair has no contrastive term: a zero that keeps the graph
             main = losses.get("contrastive", output.fused.sum() * 0.0)
@@ -108,7 +120,7 @@ class FusionSystem(L.LightningModule):
             modulate_gradients(self.model.encoders, self._coefficients)
 
     def _evaluate(self, batch: MultimodalBatch, stage: str) -> None:
-        output, losses, probe_logits, present = self._step(batch)
+        output, losses, probe_logits, present = self._step(batch, stage)
         record = {"prob": output.logits.softmax(-1)[:, 1].detach(), "label": batch.labels.detach()}
         for m, logits in probe_logits.items():
             record[f"probe/{m}"] = logits.softmax(-1)[:, 1].detach()
@@ -175,6 +187,12 @@ class FusionSystem(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_metrics("val")
+        if self.blend is not None and not self.trainer.sanity_checking:
+            sums = self.blend.sums
+            if self.trainer.world_size > 1:
+                sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
+            for head, weight in self.blend.update(sums).items():
+                self.log(f"train/blend_weight/{head}", weight)
 
     def on_test_epoch_end(self) -> None:
         self._epoch_metrics("test")
