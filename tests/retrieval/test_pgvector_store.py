@@ -249,3 +249,19 @@ def test_add_without_metadata(url):
         assert hits[0].id == IDS[3] and hits[0].score == pytest.approx(1.0, abs=1e-5)
     finally:
         store.close()
+
+
+def test_a_bulk_first_add_builds_the_hnsw_index_after_loading(url):
+    n = pgvector_store.BULK_ROWS
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = open_store(url, name="bulk", model=MODEL, dim=DIM, create=True)
+    try:
+        store.add([f"b{i}" for i in range(n)], vectors)
+        indexes = store._conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'bulk'").fetchall()
+        assert ("bulk_embedding_hnsw",) in indexes
+        assert "hnsw" in store.explain(vectors[0], 5).lower()
+        assert store.search(vectors[7:8], 1, model=MODEL)[0][0].id == "b7"
+    finally:
+        store.close()
