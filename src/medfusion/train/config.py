@@ -21,7 +21,7 @@ with the field, the bad value and the allowed values.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,6 +32,9 @@ from medfusion.models.config import ModelConfig
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class DataConfig(_Strict):
@@ -132,12 +135,10 @@ class TrainConfig(_Strict):
         return self
 
 
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load and validate a training config; relative data/run paths resolve against the file's folder.
-
-    Args:
-        path: YAML or JSON file.
-        overrides: nested values replacing the file's (e.g. ``{"run": {"out": "runs/x"}}``).
+def load_config_file(path: str | Path, schema: type[ConfigT], overrides: dict[str, Any] | None = None) -> ConfigT:
+    """Read a YAML config, merge ``overrides``, validate it with ``schema``, and resolve its
+    relative ``data.manifest`` and ``run.out`` against the file's folder (a ``run.out`` given
+    in ``overrides`` stays relative to the working directory).
 
     Raises:
         ValueError: naming the file, the bad field, value and allowed values.
@@ -153,14 +154,27 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"{path}: expected a mapping of fields, received {type(raw).__name__}")
     raw = merge_overrides(raw, overrides or {})
     try:
-        config = TrainConfig.model_validate(raw)
+        config = schema.model_validate(raw)
     except ValidationError as error:
         raise ValueError(f"{path} is invalid:\n{error}") from None
     if not config.data.manifest.is_absolute():
         config.data.manifest = (path.parent / config.data.manifest).resolve()
     if not config.run.out.is_absolute() and "out" not in (overrides or {}).get("run", {}):
-        config.run.out = (path.parent / config.run.out).resolve()  # an override's path stays as given (cwd)
+        config.run.out = (path.parent / config.run.out).resolve()
     return config
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load and validate a training config; relative data/run paths resolve against the file's folder.
+
+    Args:
+        path: YAML or JSON file.
+        overrides: nested values replacing the file's (e.g. ``{"run": {"out": "runs/x"}}``).
+
+    Raises:
+        ValueError: naming the file, the bad field, value and allowed values.
+    """
+    return load_config_file(path, TrainConfig, overrides)
 
 
 def save_train_config(config: TrainConfig, path: str | Path) -> None:

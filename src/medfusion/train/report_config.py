@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medfusion.files import atomic_write_text
 from medfusion.models.config import EncoderConfig
 from medfusion.models.report_config import DecoderConfig, ReportGeneratorConfig
-from medfusion.train.config import merge_overrides
+from medfusion.train.config import load_config_file
 
 #: Split roles a report run reads.
 ROLES: tuple[str, ...] = ("train", "val", "test")
@@ -168,25 +168,7 @@ def load_report_config(path: str | Path, overrides: dict[str, Any] | None = None
     Raises:
         ValueError: naming the file, the bad field, value and allowed values.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such config file") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of fields, received {type(raw).__name__}")
-    raw = merge_overrides(raw, overrides or {})
-    try:
-        config = ReportTrainConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ValueError(f"{path} is invalid:\n{error}") from None
-    if not config.data.manifest.is_absolute():
-        config.data.manifest = (path.parent / config.data.manifest).resolve()
-    if not config.run.out.is_absolute() and "out" not in (overrides or {}).get("run", {}):
-        config.run.out = (path.parent / config.run.out).resolve()
-    return config
+    return load_config_file(path, ReportTrainConfig, overrides)
 
 
 def save_report_config(config: ReportTrainConfig, path: str | Path) -> None:
