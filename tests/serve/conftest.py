@@ -19,6 +19,7 @@ from medfusion.train import load_train_config, train
 from medfusion.train.config import TrainConfig
 from medfusion.train.report_config import ReportTrainConfig
 from medfusion.train.report_run import train_report
+from tiny_runs import CLIP_CONFIG
 
 VITALS = ["temperature", "heart_rate", "spo2", "respiratory_rate", "systolic_bp", "diastolic_bp"]
 
@@ -36,25 +37,6 @@ TRIAGE = {
     "run": {"progress": False, "threads": 1},
 }
 
-CLIP_CONFIG = """
-seed: 0
-task: contrastive
-data:
-  manifest: {manifest}
-  label: abnormal
-  modalities: {{image: image, text: text}}
-  vocab_size: 200
-  max_length: 48
-model:
-  num_classes: 2
-  modalities:
-    image: {{encoder: {{name: cnn, params: {{in_channels: 1, widths: [4, 8], out_dim: 16, norm_groups: 2}}}}}}
-    text: {{encoder: {{name: transformer, params: {{dim: 16, depth: 1, heads: 2}}}}}}
-  fusion: {{name: joint_embedding, params: {{embed_dim: 16}}}}
-optim: {{lr: 0.003, batch_size: 32, max_epochs: 1, patience: 2}}
-balance: {{class_weights: none}}
-run: {{out: {out}, progress: false, threads: 1}}
-"""
 
 REPORT = {
     "data": {"image_size": 32, "vocab_size": 150, "max_length": 48},
@@ -102,7 +84,7 @@ def search_setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("serve_search")
     data = root / "data"
     synthesize("retrieval", 96, 0, data, source="generated", image_size=32)
-    (root / "clip.yaml").write_text(CLIP_CONFIG.format(manifest=data / "manifest.parquet", out=root / "run"))
+    (root / "clip.yaml").write_text(CLIP_CONFIG.format(manifest=data / "manifest.parquet", out=root / "run", epochs=1))
     train(load_train_config(root / "clip.yaml"))
     build_index(JointEmbedder(root / "run"), data, root / "index", num_workers=0)
     return data, root / "run", root / "index"
