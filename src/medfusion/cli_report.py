@@ -61,8 +61,12 @@ def report_eval(
         result = evaluate_report_run(run, split, domain, progress=lambda message: console.log(message))
     except ValueError as error:
         _fail(error)
-    table = Table(*TABLE_COLUMNS, title=f"{run} — {split} split, {result['reports']} reports")
-    for row in result["table"]:
-        table.add_row(row["system"], *(format_value(row[c]) for c in TABLE_COLUMNS[1:]))
+    rows = result["table"]  # one column per system, one row per metric: fits a narrow terminal
+    table = Table(title=f"{run} — {split} split, {result['reports']} reports")
+    table.add_column("metric", no_wrap=True)
+    for row in rows:
+        table.add_column(row["system"])
+    for column in TABLE_COLUMNS[1:]:
+        table.add_row(column, *(format_value(row[column]) for row in rows))
     console.print(table)
     console.print(f"written {Path(run) / METRICS_JSON} and report_metrics.md", highlight=False, soft_wrap=True)

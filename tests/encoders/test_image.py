@@ -77,6 +77,26 @@ def test_cnn_shapes_and_token_grid(modality: str, spatial: tuple[int, ...], grid
     torch.testing.assert_close(out.pooled, out.tokens.amax(dim=1))
 
 
+@pytest.mark.parametrize(("modality", "spatial", "grid"), [
+    ("image", (100, 100), (7, 7)),  # stem 4: 25 x 25, then two stride-2 stages: ceil(25 / 4) = 7
+    ("image", (38, 20), (3, 2)),  # 9 x 5 after the stem (partial patches dropped), then 5 x 3, 3 x 2
+    ("volume", (8, 16, 12), (1, 1, 1)),
+])
+def test_cnn_stem_divides_the_resolution_first(modality: str, spatial: tuple[int, ...],
+                                               grid: tuple[int, ...]) -> None:
+    encoder = build(modality, "cnn", stem=4).train()
+    assert isinstance(encoder.stem[0], nn.Conv2d if modality == "image" else nn.Conv3d)
+    assert encoder.stem[0].kernel_size == encoder.stem[0].stride == (4,) * len(spatial)
+    assert encoder.token_grid(spatial) == grid
+    out = encoder(random((2, 1, *spatial)))
+    assert out.tokens.shape == (2, math.prod(grid), DIM)
+    out.tokens.sum().backward()
+    assert_all_parameters_have_gradients(encoder)
+    assert isinstance(build(modality, "cnn").stem, nn.Identity)  # default: no stem
+    with pytest.raises(ValueError, match=rf"{modality}: expected every spatial side >= 4 for this backbone"):
+        encoder(random((1, 1, *(3,) * len(spatial))))
+
+
 def test_cnn_mean_pooling_option_and_bad_pool() -> None:
     encoder = ENCODERS["image"].build("cnn", **{**ENCODER_PARAMS[("image", "cnn")], "pool": "mean"})
     out = encoder(random((2, 1, 16, 16)))
@@ -275,6 +295,7 @@ def test_bad_inputs_are_errors(modality: str, name: str, x: torch.Tensor, mask, 
         (ConvEncoder, {"in_channels": 0}, r"image encoder: expected in_channels to be an int >= 1, received 0"),
         (ConvEncoder, {"out_dim": True}, r"image encoder: expected out_dim to be an int >= 1, received True"),
         (ConvEncoder, {"norm_groups": 2.0}, r"image encoder: expected norm_groups to be an int >= 1, received 2.0"),
+        (ConvEncoder, {"stem": 0}, r"image encoder: expected stem to be an int >= 1, received 0"),
         (MonaiViTEncoder, {"spatial_dims": 1}, r"expected spatial_dims 2 \(image\) or 3 \(volume\), received 1"),
         (MonaiViTEncoder, {"img_size": 32, "patch_size": 5},
          r"image encoder: expected patch_size to divide img_size=32, received patch_size=5"),

@@ -22,7 +22,7 @@ from medfusion.evaluate.report_generation import (
     NEAREST_NEIGHBOUR, GroundingScores, GroundTruthMasks, Highlight, WrittenReport, evaluate_report_run,
     finding_highlights, sentence_highlights, token_text,
 )
-from medfusion.evaluate.report_metrics import TABLE_COLUMNS
+from medfusion.evaluate.report_metrics import GROUNDING_KEYS, TABLE_COLUMNS
 from medfusion.evaluate.report_page import (
     ReportExplanation, explain_report, load_report_image, overlay, page_figure, write_report_page,
 )
@@ -121,9 +121,11 @@ def test_grounding_scores_hand_computed(cohort, tmp_path: Path) -> None:
     grid = np.zeros((8, 8))
     rows, cols = np.nonzero(mask)
     grid[rows[0] * 8 // mask.shape[0], cols[0] * 8 // mask.shape[1]] = 1.0  # all attention on a tumour cell
+    outside = np.ones((8, 8)) - mask.reshape(8, mask.shape[0] // 8, 8, mask.shape[1] // 8).any(axis=(1, 3))
     grounded = GroundingScores()
+    sentences = [Highlight("tumour gland", 0, 13, None, outside)]  # the sentence looks only off the tumour
     grounded.add([Highlight("tumour", 0, 6, "tumour", grid), Highlight("gland", 7, 12, "necrosis", grid)],
-                 str(data.patient_id[patient]), truth)
+                 sentences, str(data.patient_id[patient]), truth)
     summary = grounded.summary()
     expected_chance = mask.mean()
     assert summary["words"] == 1 + int(data.masks[patient, 2].any())
@@ -131,7 +133,9 @@ def test_grounding_scores_hand_computed(cohort, tmp_path: Path) -> None:
     assert tumour["words"] == 1 and tumour["uniform_mass_inside"] == pytest.approx(expected_chance)
     block = mask.reshape(8, mask.shape[0] // 8, 8, mask.shape[1] // 8).mean(axis=(1, 3))
     assert tumour["mass_inside"] == pytest.approx(block[rows[0] * 8 // mask.shape[0], cols[0] * 8 // mask.shape[1]])
-    assert math.isnan(GroundingScores().summary()["pointing_game"])
+    assert tumour["sentence_mass_inside"] == 0.0 and tumour["sentence_pointing_game"] == 0.0
+    empty = GroundingScores().summary()
+    assert empty["words"] == 0 and all(math.isnan(empty[key]) for key in GroundingScores.KEYS[1:])
 
 
 # -- evaluation -----------------------------------------------------------------------------------------
@@ -144,13 +148,14 @@ def test_evaluation_table(evaluated, run) -> None:
         assert list(row) == list(TABLE_COLUMNS)
         for column in TABLE_COLUMNS[1:7]:
             assert 0.0 <= row[column] <= 1.0, (row["system"], column)
-    assert math.isnan(table[-1]["pointing_game"]) and math.isnan(table[-1]["mass_inside"])  # no attention
+    assert all(math.isnan(table[-1][key]) for key in GROUNDING_KEYS)  # no attention
     assert evaluated["domain"] == "pathology" and evaluated["ground_truth_masks"]
     assert evaluated["reports"] == len(load_split_pairs(run))
     for name in ("generator, beam 2", "generator, greedy"):
         grounding = evaluated["grounding"][name]
-        assert set(grounding) == {"words", "pointing_game", "mass_inside", "uniform_mass_inside", "findings"}
+        assert set(grounding) == {*GroundingScores.KEYS, "findings"}
         assert grounding["words"] == 0 or 0.0 <= grounding["mass_inside"] <= 1.0
+        assert grounding["words"] == 0 or 0.0 <= grounding["sentence_pointing_game"] <= 1.0
     assert set(evaluated["clinical"][NEAREST_NEIGHBOUR]["findings"]) == set(FindingLabeler("pathology").findings)
     saved = json.loads((run / "report_metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     assert saved["table"][-1]["pointing_game"] is None
@@ -286,7 +291,8 @@ def test_report_command_fails_on_a_bad_image_path(cli, run, tmp_path: Path) -> N
 def test_report_eval_and_train_commands(cli, run, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report-eval", str(run), "--split", "val"])
     assert result.exit_code == 0, result.output
-    assert "nearest neighbour" in result.output and "report_metrics.json" in result.output.replace("\n", "")
+    assert "sentence_pointing_game" in result.output and "report_metrics.json" in result.output.replace("\n", "")
+    assert "neighbour" in result.output  # the baseline's column (its header may wrap)
     assert json.loads((run / "report_metrics.json").read_text())["split"] == "val"
     bad = CliRunner().invoke(medfusion_app, ["train", str(tmp_path / "absent.yaml")])
-    assert bad.exit_code == 2 and "no such config file" in bad.output
+    assert bad.exit_code == 2 and "no such config file" in bad.output.replace("\n", "")

@@ -41,7 +41,8 @@ def test_default_encoder_when_none_is_named() -> None:
 def test_unknown_encoder_lists_known_names() -> None:
     config = model_config("intermediate", ("text", "image"))
     config["modalities"]["image"]["encoder"] = {"name": "resnet50"}
-    with pytest.raises(ValueError, match=r"unknown image encoder 'resnet50'; known: cnn, densenet121, efficientnet_lite0, vit"):
+    known = "cnn, densenet121, efficientnet_lite0, patch_cnn, vit"
+    with pytest.raises(ValueError, match=rf"unknown image encoder 'resnet50'; known: {known}"):
         build_model(config)
 
 

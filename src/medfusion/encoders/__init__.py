@@ -5,6 +5,7 @@ Importing this package registers every encoder in :data:`ENCODERS` (one registry
 
 from medfusion.encoders.base import ENCODERS, Encoder, register_encoder
 from medfusion.encoders.image import ConvEncoder, EfficientNetLite0Encoder, MonaiDenseNetEncoder, MonaiViTEncoder
+from medfusion.encoders.patch import PatchConvEncoder
 from medfusion.encoders.signal import SignalLSTM, SignalResNet1d
 from medfusion.encoders.text import PretrainedTextEncoder, TextTransformerEncoder
 from medfusion.encoders.video import VideoEncoder
@@ -18,6 +19,7 @@ __all__ = [
     "FeatureStandardizer",
     "MonaiDenseNetEncoder",
     "MonaiViTEncoder",
+    "PatchConvEncoder",
     "PretrainedTextEncoder",
     "SignalLSTM",
     "SignalResNet1d",

@@ -144,12 +144,16 @@ class ConvEncoder(SpatialEncoder):
             small local finding (a nodule, a patch of consolidation) that the mean over all
             cells dilutes: on the synthetic triage X-rays a mean-pooled CNN did not learn
             the consolidation in 8 epochs (AUROC 0.56) where a max-pooled one reached 0.99.
+        stem: kernel = stride of a "patchify" convolution (to ``widths[0]`` channels, with
+            GroupNorm and GELU) before the stages; 1 (default) for none. A stem of 4 cuts
+            the multiply-adds of a 100 x 100 input about fourfold (ResNet's stem does the
+            same with a 7 x 7 stride-2 convolution and a max-pool).
 
-    Returns tokens over the last map: N = prod(ceil(size / 2**len(widths))).
+    Returns tokens over the last map: N = prod(ceil((size // stem) / 2**len(widths))).
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128),
-                 out_dim: int = 128, norm_groups: int = 8, pool: str = "max") -> None:
+                 out_dim: int = 128, norm_groups: int = 8, pool: str = "max", stem: int = 1) -> None:
         super().__init__()
         if pool not in ("max", "mean"):
             raise ValueError(f"image encoder: expected pool 'max' or 'mean', received {pool!r}")
@@ -158,17 +162,24 @@ class ConvEncoder(SpatialEncoder):
         _check_int("in_channels", in_channels)
         _check_int("out_dim", out_dim)
         _check_int("norm_groups", norm_groups)
+        _check_int("stem", stem)
         widths = check_stage_widths("image encoder", widths, norm_groups)
         self.modality = _MODALITY[spatial_dims]
         self.spatial_dims, self.in_channels, self.out_dim = spatial_dims, in_channels, out_dim
+        self.min_size = stem
         channels = (in_channels, *widths)
+        self.stem = nn.Identity()
+        if stem > 1:
+            self.stem = nn.Sequential(CONVOLUTIONS[spatial_dims](in_channels, widths[0], stem, stride=stem),
+                                      nn.GroupNorm(norm_groups, widths[0]), nn.GELU())
+            channels = (widths[0], *widths)
         self.stages = nn.Sequential(*(
             ResidualBlock(spatial_dims, channels[i], channels[i + 1], norm_groups) for i in range(len(widths))
         ))
         self.proj = CONVOLUTIONS[spatial_dims](widths[-1], out_dim, 1)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.proj(self.stages(x))
+        return self.proj(self.stages(self.stem(x)))
 
 
 @register_encoder("image", "densenet121", spatial_dims=2)

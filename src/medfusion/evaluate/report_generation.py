@@ -17,8 +17,11 @@ baseline:
   layers and heads. Scores: pointing game (the peak of the bilinearly upsampled map lies
   in the finding's mask) and the share of attention mass inside the mask; the mass a
   uniform map would put there (the mask's share of the image) is reported as chance.
-  A mention of a finding the image does not show is a clinical false positive, not a
-  grounding case.
+  The same two scores are given for the map of the *sentence* holding the mention (mean
+  over its tokens): a word that the sentence's first words already determine ("Sheets
+  of pleomorphic" -> "tumour") needs no look at the image when it is written, while the
+  words that decide the sentence and name the region do. A mention of a finding the
+  image does not show is a clinical false positive, not a grounding case.
 - **Nearest neighbour**: each query image gets the reference report of the training
   image whose pooled features from the trained model's own image encoder are most
   cosine-similar (:func:`~.report_metrics.nearest_neighbour_reports`); it has no attention.
@@ -43,7 +46,8 @@ import torch
 from medfusion.data.tokenizer import WordPieceTokenizer
 from medfusion.evaluate.labeler import POSITIVE, FindingLabeler, split_sentences
 from medfusion.evaluate.report_metrics import (
-    TABLE_COLUMNS, attention_mass_inside_batch, clinical_scores, nearest_neighbour_reports, pointing_game_batch,
+    GROUNDING_KEYS, TABLE_COLUMNS, attention_mass_inside_batch, clinical_scores, nearest_neighbour_reports,
+    pointing_game_batch,
     report_generation_table,
 )
 from medfusion.files import atomic_write_text
@@ -221,34 +225,54 @@ class GroundingScores:
     A word counts when its finding has a non-empty ground-truth mask in the patient's image.
     """
 
+    #: Keys of :meth:`summary` (and of each finding's entry) besides ``findings``.
+    KEYS = ("words", *GROUNDING_KEYS, "uniform_mass_inside")
+
     def __init__(self) -> None:
         self.findings: list[str] = []
         self.maps: list[np.ndarray] = []
+        self.sentence_maps: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
 
-    def add(self, highlights: Iterable[Highlight], patient_id: str, truth: GroundTruthMasks) -> None:
-        """Keep the finding words of one report whose finding the patient's image shows."""
+    def add(self, highlights: Iterable[Highlight], sentences: Sequence[Highlight], patient_id: str,
+            truth: GroundTruthMasks) -> None:
+        """Keep the finding words of one report whose finding the patient's image shows.
+
+        Args:
+            highlights: the report's finding mentions (:func:`finding_highlights`).
+            sentences: the report's sentences (:func:`sentence_highlights`); each mention is
+                also scored with the map of the sentence that holds it.
+        """
         for highlight in highlights:
             mask = truth.mask(patient_id, highlight.finding)
             if mask is not None:
+                sentence = next(s for s in sentences if s.start <= highlight.start < s.end)
                 self.findings.append(highlight.finding)
                 self.maps.append(highlight.attention)
+                self.sentence_maps.append(sentence.attention)
                 self.masks.append(mask)
 
     def summary(self) -> dict[str, Any]:
-        """Pointing game, mass inside and chance, overall and per finding (NaN without words)."""
+        """Pointing game, mass inside (of the word's and its sentence's map) and chance, overall and per finding.
+
+        NaN without words.
+        """
         if not self.maps:
-            return {"words": 0, "pointing_game": math.nan, "mass_inside": math.nan, "uniform_mass_inside": math.nan,
-                    "findings": {}}
-        maps, masks = np.stack(self.maps), np.stack(self.masks)
-        hits = pointing_game_batch(maps, masks).astype(float)
-        inside = attention_mass_inside_batch(maps, masks)
+            return {**{key: 0 if key == "words" else math.nan for key in self.KEYS}, "findings": {}}
+        masks = np.stack(self.masks)
+        hits = pointing_game_batch(np.stack(self.maps), masks).astype(float)
+        inside = attention_mass_inside_batch(np.stack(self.maps), masks)
+        sentence_hits = pointing_game_batch(np.stack(self.sentence_maps), masks).astype(float)
+        sentence_inside = attention_mass_inside_batch(np.stack(self.sentence_maps), masks)
         chance = masks.mean(axis=(1, 2))
         findings = np.array(self.findings)
 
         def scores(rows: np.ndarray) -> dict[str, Any]:
             return {"words": int(rows.sum()), "pointing_game": float(hits[rows].mean()),
-                    "mass_inside": float(inside[rows].mean()), "uniform_mass_inside": float(chance[rows].mean())}
+                    "mass_inside": float(inside[rows].mean()),
+                    "sentence_pointing_game": float(sentence_hits[rows].mean()),
+                    "sentence_mass_inside": float(sentence_inside[rows].mean()),
+                    "uniform_mass_inside": float(chance[rows].mean())}
 
         every = np.ones(len(findings), dtype=bool)
         return {**scores(every), "findings": {name: scores(findings == name) for name in sorted(set(self.findings))}}
@@ -316,7 +340,8 @@ def evaluate_report_run(run_dir: str | Path, split: str = "test", domain: str | 
             systems[name] += [report.text for report in written]
             if truth is not None:
                 for pair, report in zip(chunk, written):
-                    grounded[name].add(finding_highlights(report, labeler), pair.patient_id, truth)
+                    grounded[name].add(finding_highlights(report, labeler), sentence_highlights(report),
+                                       pair.patient_id, truth)
         say(f"{split}: {len(references)} reports written")
     train_reports, train_features = [], []
     for chunk in _batches(data.pairs("train"), batch_size):
@@ -327,7 +352,7 @@ def evaluate_report_run(run_dir: str | Path, split: str = "test", domain: str | 
     say(f"nearest neighbour over {len(train_reports)} training reports")
     grounding = {name: g.summary() for name, g in grounded.items()}
     table = report_generation_table(references, systems, labeler, {
-        name: {"pointing_game": g["pointing_game"], "mass_inside": g["mass_inside"]} for name, g in grounding.items()})
+        name: {key: g[key] for key in GROUNDING_KEYS} for name, g in grounding.items()})
     result = {
         "run": str(Path(run_dir).resolve()), "split": split, "domain": labeler.domain, "reports": len(references),
         "train_reports": len(train_reports), "ground_truth_masks": truth is not None,

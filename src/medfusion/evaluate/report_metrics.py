@@ -64,10 +64,10 @@ UPSAMPLING: tuple[str, ...] = ("nearest", "bilinear")
 #: Columns of :func:`report_generation_table`.
 TABLE_COLUMNS: tuple[str, ...] = (
     "system", *(f"bleu_{n}" for n in BLEU_ORDERS), "rouge_l", "clinical_micro_f1", "clinical_macro_f1",
-    "pointing_game", "mass_inside",
+    "pointing_game", "mass_inside", "sentence_pointing_game", "sentence_mass_inside",
 )
-#: Grounding results :func:`report_generation_table` takes per system.
-GROUNDING_KEYS: tuple[str, ...] = ("pointing_game", "mass_inside")
+#: Grounding results :func:`report_generation_table` takes per system: of the finding word's map and of its sentence's.
+GROUNDING_KEYS: tuple[str, ...] = ("pointing_game", "mass_inside", "sentence_pointing_game", "sentence_mass_inside")
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -430,8 +430,9 @@ def report_generation_table(references: Sequence[str], systems: Mapping[str, Seq
         references: N reference reports.
         systems: {system name: N generated reports}.
         labeler: the finding labeler of the clinical scores.
-        grounding: optional {system name: {"pointing_game": hit rate, "mass_inside": mean
-            share}}; systems not named get NaN.
+        grounding: optional {system name: {key of :data:`GROUNDING_KEYS`: value}} (hit rate of
+            the pointing game, mean share of attention mass inside the mask; of the finding
+            words' maps and of their sentences'); systems and keys not named get NaN.
 
     Returns:
         Rows with the keys of :data:`TABLE_COLUMNS`, in the order of ``systems``.
