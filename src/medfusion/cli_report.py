@@ -8,7 +8,6 @@ and :mod:`medfusion.evaluate.report_generation`; registered on the main app in :
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from medfusion.data.collate import MultimodalCollate
-from medfusion.data.datasets.manifest import ManifestDataset, default_loader, to_layout
+from medfusion.data.datasets.manifest import default_loader, to_layout
 from medfusion.fusion.joint_embedding import JointEmbeddingFusion
 from medfusion.train.run import load_trained, run_fingerprint
 from medfusion.types import MultimodalBatch

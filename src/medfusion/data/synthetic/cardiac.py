@@ -95,7 +95,7 @@ from medfusion.data.synthetic._fields import masks_to_boxes
 from medfusion.data.synthetic.cardiac_notes import HISTORY, SYMPTOMS, CardiacFacts, generate_cardiac_notes
 from medfusion.data.synthetic.echo import render_echo
 from medfusion.data.synthetic.ecg import BBB_TYPES, LEADS, TERRITORIES, render_ecg
-from medfusion.data.synthetic.files import run_parallel, save_masks, write_description, write_manifest
+from medfusion.data.synthetic.files import save_masks, write_description, write_manifest, write_patient_files
 from medfusion.data.synthetic.triage import stratified_split
 from medfusion.data.synthetic.waveforms import render_ppg, render_respiration, sample_beats
 
@@ -421,23 +421,14 @@ def write_cardiac_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fs, leads = cohort.sampling_rate, list(cohort.ecg_leads)
-    writers = {
-        "ecg": ("ecg/{}.hea", lambda i, p: write_wfdb(out / p, cohort.ecg[i], fs, leads, "mV")),
-        "ppg": ("ppg/{}.hea", lambda i, p: write_wfdb(out / p, cohort.ppg[i], fs, list(PPG_CHANNELS), "NU")),
-        "echo": ("echo/{}.mp4", lambda i, p: write_video(out / p, cohort.echo[i], float(cohort.echo_fps[i]))),
-        "text": ("notes/{}.txt", lambda i, p: atomic_write_text(out / p, cohort.notes[i])),
-    }
-    columns: dict[str, list[str]] = {m: [] for m in CARDIAC_MODALITIES}
-    jobs: list[Callable[[], None]] = []
-    for i, pid in enumerate(cohort.patient_id.tolist()):
-        for m in CARDIAC_MODALITIES:
-            pattern, write = writers[m]
-            path = pattern.format(pid) if cohort.present[m][i] else ""
-            columns[m].append(path)
-            if path:
-                jobs.append(lambda i=i, p=path, write=write: write(i, p))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    columns, total = write_patient_files(out, cohort.patient_id, {
+        "ecg": ("ecg/{}.hea", cohort.present["ecg"], lambda i, p: write_wfdb(p, cohort.ecg[i], fs, leads, "mV")),
+        "echo": ("echo/{}.mp4", cohort.present["echo"],
+                 lambda i, p: write_video(p, cohort.echo[i], float(cohort.echo_fps[i]))),
+        "ppg": ("ppg/{}.hea", cohort.present["ppg"],
+                lambda i, p: write_wfdb(p, cohort.ppg[i], fs, list(PPG_CHANNELS), "NU")),
+        "text": ("notes/{}.txt", cohort.present["text"], lambda i, p: atomic_write_text(p, cohort.notes[i])),
+    }, workers, progress)
 
     masks = cohort.cavity[:, None]  # (N, 1, F, H, W)
     save_masks(out, cohort.patient_id, ("lv_cavity",), masks, masks_to_boxes(masks))

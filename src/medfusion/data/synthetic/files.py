@@ -66,6 +66,40 @@ def run_parallel(jobs: list[Callable[[], None]], workers: int | None = None,
                 progress(done)
 
 
+#: One kind of per-patient file: (relative path pattern, "{}" standing for the patient id; (N,) bool,
+#: whether each patient has the file; ``write(i, path)`` writing patient i's file at the absolute path).
+FileKind = tuple[str, np.ndarray, Callable[[int, Path], None]]
+
+
+def write_patient_files(out: Path, patient_ids: np.ndarray, kinds: dict[str, FileKind], workers: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, list[str]], int]:
+    """Write every patient's files of every kind on threads (:func:`run_parallel`).
+
+    Args:
+        out: the cohort folder; paths are relative to it.
+        patient_ids: (N,) patient ids.
+        kinds: {manifest column: :data:`FileKind`}.
+        workers: writer threads.
+        progress: called as ``progress(files_done, total)``.
+
+    Returns:
+        The manifest columns ({column: N relative paths, "" where the patient has no such
+        file}) and ``total`` = files + 1: the manifest, which the caller writes last and then
+        reports as ``progress(total, total)``.
+    """
+    columns: dict[str, list[str]] = {name: [] for name in kinds}
+    jobs: list[Callable[[], None]] = []
+    for i, pid in enumerate(np.asarray(patient_ids).tolist()):
+        for name, (pattern, present, write) in kinds.items():
+            path = pattern.format(pid) if present[i] else ""
+            columns[name].append(path)
+            if path:
+                jobs.append(lambda i=i, target=out / path, write=write: write(i, target))
+    total = len(jobs) + 1
+    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    return columns, total
+
+
 def write_triage_cohort(
     cohort: TriageCohort,
     out: str | Path,
@@ -98,24 +132,16 @@ def write_triage_cohort(
     pixels = np.clip(np.rint(cohort.images[:, 0] * 255), 0, 255).astype(np.uint8)  # (N, H, W)
     spacing = SYNTHETIC_PIXEL_SPACING_MM / pixels.shape[-1]
 
-    jobs: list[Callable[[], None]] = []
-    columns: dict[str, list[str]] = {"image": [], "image_dicom": [], "text": []}
-    for i, pid in enumerate(ids):
-        png = f"images/{pid}.png" if has_image[i] and "png" in formats else ""
-        dcm = f"dicom/{pid}.dcm" if has_image[i] and "dicom" in formats else ""
-        txt = f"notes/{pid}.txt" if has_text[i] else ""
-        columns["image"].append(png)
-        columns["image_dicom"].append(dcm)
-        columns["text"].append(txt)
-        if png:
-            jobs.append(lambda i=i, p=png: write_png(out / p, pixels[i]))
-        if dcm:
-            meta = {"patient_id": str(ids[i]), "view": "PA", "body_part": "CHEST", "spacing": (spacing, spacing)}
-            jobs.append(lambda i=i, p=dcm, m=meta: write_dicom(out / p, pixels[i], modality="DX", meta=m))
-        if txt:
-            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.notes[i]))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    def dicom(i: int, path: Path) -> None:
+        meta = {"patient_id": str(ids[i]), "view": "PA", "body_part": "CHEST", "spacing": (spacing, spacing)}
+        write_dicom(path, pixels[i], modality="DX", meta=meta)
+
+    no_file = np.zeros(len(ids), dtype=bool)
+    columns, total = write_patient_files(out, ids, {
+        "image": ("images/{}.png", has_image if "png" in formats else no_file, lambda i, p: write_png(p, pixels[i])),
+        "image_dicom": ("dicom/{}.dcm", has_image if "dicom" in formats else no_file, dicom),
+        "text": ("notes/{}.txt", has_text, lambda i, p: atomic_write_text(p, cohort.notes[i])),
+    }, workers, progress)
 
     save_masks(out, ids, cohort.finding_names, cohort.masks, cohort.boxes)
     for name in ("image", "image_dicom", "text"):

@@ -72,7 +72,7 @@ from medfusion.data.io import write_edf
 from medfusion.data.synthetic._cohort_checks import check_cohort_args
 from medfusion.data.synthetic._neuro_notes import NeuroNoteFacts, generate_neuro_notes
 from medfusion.data.synthetic.eeg import BOTH, EEG_CHANNELS, EVENT_KINDS, NO_SIDE, EEGEvents, EEGSpec, render_eeg
-from medfusion.data.synthetic.files import run_parallel, write_description, write_manifest
+from medfusion.data.synthetic.files import write_description, write_manifest, write_patient_files
 from medfusion.data.synthetic.triage import stratified_split
 from medfusion.files import atomic_path, atomic_write_text
 
@@ -316,21 +316,11 @@ def write_neuro_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame = cohort.to_frame().drop(columns=["note", *(f"has_{m}" for m in NEURO_MODALITIES)])
-    ids = cohort.patient_id
-    jobs: list[Callable[[], None]] = []
-    columns: dict[str, list[str]] = {"signal": [], "text": []}
-    for i, pid in enumerate(ids.tolist()):
-        edf = f"eeg/{pid}.edf" if cohort.present["signal"][i] else ""
-        txt = f"notes/{pid}.txt" if cohort.present["text"][i] else ""
-        columns["signal"].append(edf)
-        columns["text"].append(txt)
-        if edf:
-            jobs.append(lambda i=i, p=edf: write_edf(out / p, cohort.eeg[i], cohort.sampling_rate,
-                                                     EEG_CHANNELS, "uV"))
-        if txt:
-            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.notes[i]))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    columns, total = write_patient_files(out, cohort.patient_id, {
+        "signal": ("eeg/{}.edf", cohort.present["signal"],
+                   lambda i, p: write_edf(p, cohort.eeg[i], cohort.sampling_rate, EEG_CHANNELS, "uV")),
+        "text": ("notes/{}.txt", cohort.present["text"], lambda i, p: atomic_write_text(p, cohort.notes[i])),
+    }, workers, progress)
 
     with atomic_path(out / "ground_truth" / "events.parquet", suffix=".parquet") as tmp:
         cohort.events_frame().to_parquet(tmp, index=False)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import re
 import site
 import sys
 import tarfile

@@ -463,28 +463,22 @@ def write_pathology_cohort(
     # the writers import pydicom, PyAV, ...: only when writing
     from medfusion import __version__
     from medfusion.data.io import write_png
-    from medfusion.data.synthetic.files import run_parallel, save_masks, write_description, write_manifest
+    from medfusion.data.synthetic.files import save_masks, write_description, write_manifest, write_patient_files
     from medfusion.files import atomic_path, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame = cohort.to_frame().drop(columns=["report", *(f"has_{m}" for m in PATHOLOGY_MODALITIES)])
     pixels = np.clip(np.rint(cohort.images * 255), 0, 255).astype(np.uint8)  # (N, 3, H, W)
-    images = [f"images/{p}.png" if keep else "" for p, keep in zip(cohort.patient_id, cohort.present["image"])]
-    texts = [f"reports/{p}.txt" if keep else "" for p, keep in zip(cohort.patient_id, cohort.present["text"])]
-    jobs: list[Callable[[], None]] = []
-    for i, (png, txt) in enumerate(zip(images, texts)):
-        if png:
-            jobs.append(lambda i=i, p=png: write_png(out / p, pixels[i]))
-        if txt:
-            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.reports[i]))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    columns, total = write_patient_files(out, cohort.patient_id, {
+        "image": ("images/{}.png", cohort.present["image"], lambda i, p: write_png(p, pixels[i])),
+        "text": ("reports/{}.txt", cohort.present["text"], lambda i, p: atomic_write_text(p, cohort.reports[i])),
+    }, workers, progress)
 
     save_masks(out, cohort.patient_id, cohort.finding_names, cohort.masks, cohort.boxes)
     with atomic_path(out / "ground_truth" / "sentences.parquet", suffix=".parquet") as tmp:
         cohort.sentences.to_parquet(tmp, index=False)
-    frame["image"], frame["text"] = images, texts
+    frame["image"], frame["text"] = columns["image"], columns["text"]
     for name, values in sorted(cohort.components.items()):
         frame[f"gt_{name}"] = values
     write_description(out, {

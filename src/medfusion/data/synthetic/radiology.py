@@ -70,7 +70,7 @@ from medfusion.data.io import write_dicom, write_nifti
 from medfusion.data.synthetic._cohort_checks import check_cohort_args
 from medfusion.data.synthetic._ct_reports import ReportFacts, generate_ct_reports
 from medfusion.data.synthetic.ct import CT_FINDINGS, LOBES, CTAnatomy, CTSpec, check_volume_geometry, render_ct
-from medfusion.data.synthetic.files import run_parallel, save_masks, write_description, write_manifest
+from medfusion.data.synthetic.files import save_masks, write_description, write_manifest, write_patient_files
 from medfusion.data.synthetic.triage import stratified_split
 from medfusion.files import atomic_write_text
 
@@ -375,23 +375,14 @@ def write_radiology_cohort(
     index = np.arange(len(cohort))
     as_dicom = (np.floor((index + 1) * float(dicom_fraction)) > np.floor(index * float(dicom_fraction))) \
         & cohort.present["volume"]
-    jobs: list[Callable[[], None]] = []
-    columns: dict[str, list[str]] = {"volume": [], "volume_dicom": [], "text": []}
-    for i, pid in enumerate(cohort.patient_id.tolist()):
-        nii = f"volumes/{pid}.nii.gz" if cohort.present["volume"][i] else ""
-        dcm = f"dicom/{pid}" if as_dicom[i] else ""
-        txt = f"reports/{pid}.txt" if cohort.present["text"][i] else ""
-        for name, value in (("volume", nii), ("volume_dicom", dcm), ("text", txt)):
-            columns[name].append(value)
-        if nii:
-            jobs.append(lambda i=i, p=nii: write_nifti(out / p, np.rint(cohort.volumes[i]).astype(np.int16),
-                                                       cohort.spacing))
-        if dcm:
-            jobs.append(lambda i=i, p=dcm, pid=pid: _write_series(out / p, cohort.volumes[i, 0], cohort.spacing, pid))
-        if txt:
-            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.reports[i]))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    ids = cohort.patient_id
+    columns, total = write_patient_files(out, ids, {
+        "volume": ("volumes/{}.nii.gz", cohort.present["volume"],
+                   lambda i, p: write_nifti(p, np.rint(cohort.volumes[i]).astype(np.int16), cohort.spacing)),
+        "volume_dicom": ("dicom/{}", as_dicom,
+                         lambda i, p: _write_series(p, cohort.volumes[i, 0], cohort.spacing, str(ids[i]))),
+        "text": ("reports/{}.txt", cohort.present["text"], lambda i, p: atomic_write_text(p, cohort.reports[i])),
+    }, workers, progress)
 
     save_masks(out, cohort.patient_id, CT_FINDINGS, cohort.masks, cohort.boxes)
     for name, values in columns.items():

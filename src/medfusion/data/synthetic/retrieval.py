@@ -343,7 +343,7 @@ def write_retrieval_cohort(
     from medfusion import __version__
     from medfusion.data.io import write_dicom, write_png
     from medfusion.data.synthetic.files import (
-        SYNTHETIC_PIXEL_SPACING_MM, run_parallel, save_masks, write_description, write_manifest,
+        SYNTHETIC_PIXEL_SPACING_MM, save_masks, write_description, write_manifest, write_patient_files,
     )
     from medfusion.files import atomic_write_text
 
@@ -353,24 +353,16 @@ def write_retrieval_cohort(
     pixels = np.clip(np.rint(cohort.images[:, 0] * 255), 0, 255).astype(np.uint8)  # (N, H, W)
     spacing = SYNTHETIC_PIXEL_SPACING_MM / pixels.shape[-1]
     ids = cohort.patient_id
-    columns: dict[str, list[str]] = {"image": [], "image_dicom": [], "text": []}
-    jobs: list[Callable[[], None]] = []
-    for i, pid in enumerate(ids):
-        png = f"images/{pid}.png" if cohort.present["image"][i] else ""
-        dcm = f"dicom/{pid}.dcm" if cohort.has_dicom[i] else ""
-        txt = f"reports/{pid}.txt" if cohort.present["text"][i] else ""
-        for name, path in (("image", png), ("image_dicom", dcm), ("text", txt)):
-            columns[name].append(path)
-        if png:
-            jobs.append(lambda i=i, p=png: write_png(out / p, pixels[i]))
-        if dcm:
-            meta = {"patient_id": str(pid), "view": str(cohort.view[i]), "body_part": "CHEST",
-                    "spacing": (spacing, spacing)}
-            jobs.append(lambda i=i, p=dcm, m=meta: write_dicom(out / p, pixels[i], modality="DX", meta=m))
-        if txt:
-            jobs.append(lambda i=i, p=txt: atomic_write_text(out / p, cohort.reports[i]))
-    total = len(jobs) + 1
-    run_parallel(jobs, workers, None if progress is None else lambda done: progress(done, total))
+    def dicom(i: int, path: Path) -> None:
+        meta = {"patient_id": str(ids[i]), "view": str(cohort.view[i]), "body_part": "CHEST",
+                "spacing": (spacing, spacing)}
+        write_dicom(path, pixels[i], modality="DX", meta=meta)
+
+    columns, total = write_patient_files(out, ids, {
+        "image": ("images/{}.png", cohort.present["image"], lambda i, p: write_png(p, pixels[i])),
+        "image_dicom": ("dicom/{}.dcm", cohort.has_dicom, dicom),
+        "text": ("reports/{}.txt", cohort.present["text"], lambda i, p: atomic_write_text(p, cohort.reports[i])),
+    }, workers, progress)
 
     save_masks(out, ids, cohort.finding_names, cohort.masks, cohort.boxes)
     for name, values in columns.items():
