@@ -1,6 +1,8 @@
 """Training throughput (samples/s) on 2 CPU cores, per fusion strategy and for the target model.
 
 Target (issue 4): >= 400 samples/s for a ~1M-parameter image (100x100) + vitals model.
+The target model is measured with the plain residual CNN and with a stride-4 stem
+(``stem: 4``); ``benchmarks/throughput_vs_auroc.py`` trains both to compare their AUROC.
 Each model is trained with AdamW on batches of 64 synthetic triage inputs (chest X-ray
 1x100x100 + 6 vital signs; + a 48-token note for the text strategies); throughput is
 measured with :func:`medfusion.evaluate.cost.measure_training_throughput` after one warm-up
@@ -28,6 +30,9 @@ from medfusion.types import MultimodalBatch
 BATCH = 64
 IMAGE = {"encoder": {"name": "cnn", "params": {"in_channels": 1, "widths": [32, 64, 128, 256], "out_dim": 128}},
          "featurizer": {"channels": 1, "size": 16}}
+#: The same CNN after a stride-4 patchify stem (``stem: 4``): a quarter of the resolution for the residual stages.
+IMAGE_STEM4 = {"encoder": {"name": "cnn", "params": {**IMAGE["encoder"]["params"], "stem": 4}},
+               "featurizer": IMAGE["featurizer"]}
 VITALS = {"encoder": {"name": "mlp", "params": {"num_features": 6, "hidden": 64, "out_dim": 128}},
           "featurizer": {"num_features": 6}}
 TEXT = {"encoder": {"name": "transformer", "params": {"vocab_size": 1000, "dim": 64, "depth": 1, "heads": 4,
@@ -35,6 +40,7 @@ TEXT = {"encoder": {"name": "transformer", "params": {"vocab_size": 1000, "dim":
         "featurizer": {"buckets": 256}}
 MODELS = {
     "image+vitals intermediate (target model)": ({"image": IMAGE, "vitals": VITALS}, {"name": "intermediate"}),
+    "image+vitals intermediate, stem 4": ({"image": IMAGE_STEM4, "vitals": VITALS}, {"name": "intermediate"}),
     "image+vitals late (learned)": ({"image": IMAGE, "vitals": VITALS}, {"name": "late", "params": {"rule": "learned"}}),
     "image+vitals+text early": ({"image": IMAGE, "vitals": VITALS, "text": TEXT}, {"name": "early"}),
     "image+vitals+text intermediate": ({"image": IMAGE, "vitals": VITALS, "text": TEXT}, {"name": "intermediate"}),
