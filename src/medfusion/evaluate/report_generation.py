@@ -259,11 +259,11 @@ class GroundingScores:
         """
         if not self.maps:
             return {**{key: 0 if key == "words" else math.nan for key in self.KEYS}, "findings": {}}
-        masks = np.stack(self.masks)
-        hits = pointing_game_batch(np.stack(self.maps), masks).astype(float)
-        inside = attention_mass_inside_batch(np.stack(self.maps), masks)
-        sentence_hits = pointing_game_batch(np.stack(self.sentence_maps), masks).astype(float)
-        sentence_inside = attention_mass_inside_batch(np.stack(self.sentence_maps), masks)
+        masks, maps, sentence_maps = np.stack(self.masks), np.stack(self.maps), np.stack(self.sentence_maps)
+        hits = pointing_game_batch(maps, masks).astype(float)
+        inside = attention_mass_inside_batch(maps, masks)
+        sentence_hits = pointing_game_batch(sentence_maps, masks).astype(float)
+        sentence_inside = attention_mass_inside_batch(sentence_maps, masks)
         chance = masks.mean(axis=(1, 2))
         findings = np.array(self.findings)
 
