@@ -194,8 +194,7 @@ def evaluate_command(
 ) -> None:
     """Test-split metrics of a run with 95% bootstrap intervals, optionally without some modalities."""
     from medfusion.evaluate import studies
-    from medfusion.evaluate.metrics import metric_table
-    from medfusion.evaluate.predict import predict
+    from medfusion.evaluate.metrics import Interval
     from medfusion.files import atomic_write_text
     from medfusion.train.run import load_trained
 
@@ -204,18 +203,17 @@ def evaluate_command(
         if config.task == "contrastive":
             _evaluate_retrieval(run, config)
             return
-        predictions = predict(model, data.loader("test"), drop=drop)
+        predictions, metrics, threshold = studies.performance(model, data, n_boot, config.seed, drop=tuple(drop))
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    table = metric_table(predictions.labels, predictions.probs, n_boot=n_boot, seed=config.seed)
-    title = f"{run} — test split, {len(predictions.labels)} samples, seed {config.seed}"
+    title = (f"{run} — test split, {len(predictions.labels)} samples, seed {config.seed}, "
+             f"F1/accuracy at the validation F1-best threshold {threshold:.3f}")
     view = Table("metric", "value (95% CI)", title=title + (f", without {', '.join(drop)}" if drop else ""))
-    for name, interval in table.items():
-        view.add_row(name, interval.format())
+    for name, interval in metrics.items():
+        view.add_row(name, Interval(*interval).format())
     console.print(view)
-    result = {"drop": drop, "seed": config.seed, "n_boot": n_boot,
-              "metrics": {name: list(interval) for name, interval in table.items()}}
+    result = {"drop": drop, "seed": config.seed, "n_boot": n_boot, "threshold": threshold, "metrics": metrics}
     if missing:
         result["missing"] = studies.missing_modalities(model, data, config.seed)
         console.print_json(json.dumps(result["missing"]))

@@ -25,7 +25,10 @@ def test_evaluate_prints_metrics_and_writes_them(tmp_path_factory) -> None:
     written = json.loads((run / "test_metrics.json").read_text())
     compared = json.loads((run / "evaluation.json").read_text())
     assert written["metrics"]["auroc"][0] == compared["metrics"]["auroc"][0]  # same predictions, same seed
-    assert "auroc" in result.output and "ece" in result.output
+    # F1 and accuracy at the validation-chosen operating point, the same one compare used
+    assert written["threshold"] == compared["threshold"] and 0 < written["threshold"] < 1
+    assert written["metrics"]["f1"][0] == compared["metrics"]["f1"][0]
+    assert "auroc" in result.output and "ece" in result.output and "threshold" in result.output
 
 
 def test_evaluate_without_a_modality_and_with_missingness(tmp_path_factory) -> None:

@@ -111,7 +111,8 @@ def test_each_run_has_seeds_evaluation_and_run_summary(compared) -> None:
         assert json.loads((Path(seed["dir"]) / "run.json").read_text()) == seed["run"]
         evaluation = seed["evaluation"]
         assert json.loads((Path(seed["dir"]) / "evaluation.json").read_text()) == evaluation
-        assert set(evaluation) == {"metrics", "missing", "retrieval", "explanation"}
+        assert set(evaluation) == {"metrics", "threshold", "missing", "retrieval", "explanation"}
+        assert 0 < evaluation["threshold"] < 1
         assert (Path(seed["dir"]) / "test_predictions.npz").is_file()
 
 
@@ -178,7 +179,8 @@ def test_learning_curve_has_each_fraction_and_the_full_run(compared) -> None:
         run = json.loads((half / "run.json").read_text())
         full = results["runs"][name]["seeds"]["0"]["run"]
         assert run["train_patients"] < full["train_patients"]
-        assert set(json.loads((half / "evaluation.json").read_text())) == {"metrics"}, "curve runs: metrics only"
+        assert set(json.loads((half / "evaluation.json").read_text())) == {"metrics", "threshold"}, \
+            "curve runs: metrics only"
 
 
 def test_significance_compares_each_strategy_with_the_simpler_ones(compared) -> None:

@@ -135,9 +135,9 @@ def evaluated(config: TrainConfig, settings: CompareSettings, masks, full: bool,
         return json.loads(path.read_text())
     progress(f"evaluating {label}")
     model, data, _ = load_trained(out)
-    predictions, metrics = studies.performance(model, data, settings.n_boot, config.seed)
+    predictions, metrics, threshold = studies.performance(model, data, settings.n_boot, config.seed)
     np.savez(out / "test_predictions.npz", labels=predictions.labels, probs=predictions.probs)
-    result: dict[str, Any] = {"metrics": metrics}
+    result: dict[str, Any] = {"metrics": metrics, "threshold": threshold}
     if full:
         result["missing"] = studies.missing_modalities(model, data, config.seed)
         result["retrieval"] = studies.retrieval_recall(model, data)

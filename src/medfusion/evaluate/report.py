@@ -45,8 +45,9 @@ def criteria_rows(runs: dict[str, Any], modalities: list[str]) -> list[tuple[str
     add("computational cost", "training throughput batch 32 (samples/s)",
         lambda r: f"{r['cost']['train_samples_per_s']:.0f}")
     add("computational cost", "training time per run (s)", lambda r: f"{r['summary']['train_seconds']:.1f}")
-    for metric in ("auroc", "auprc", "f1", "ece"):
-        add("performance", f"{metric.upper()} mean (95% CI across seeds)",
+    for metric, label in (("auroc", "AUROC"), ("auprc", "AUPRC"), ("f1", "F1 at the validation F1-best threshold"),
+                          ("ece", "ECE")):
+        add("performance", f"{label} mean (95% CI across seeds)",
             lambda r, metric=metric: _ci(r["summary"]["metrics"][metric]))
     add("interpretability", "explanation", lambda r: _first(r)["explanation"]["method"])
     add("interpretability", "deletion fidelity (share where removing the most-credited modality hurts most)",

@@ -23,12 +23,41 @@ from medfusion.types import MultimodalBatch
 MISSING_RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
 
 
-def performance(model: MultimodalClassifier, data: ManifestDataModule, n_boot: int, seed: int
-                ) -> tuple[Predictions, dict[str, list[float]]]:
-    """Test predictions and every metric with its 95% bootstrap interval ([value, low, high])."""
-    predictions = predict(model, data.loader("test"))
-    table = metric_table(predictions.labels, predictions.probs, n_boot=n_boot, seed=seed)
-    return predictions, {name: [float(x) for x in interval] for name, interval in table.items()}
+def f1_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The operating point with the highest F1: the threshold ``t`` (predict positive when
+    ``probs >= t``) among the observed probabilities; the highest such ``t`` on ties, 0.5
+    when ``labels`` has no positive.
+
+    Args:
+        labels: (N,) 0/1.
+        probs: (N,) positive-class probabilities.
+    """
+    y, p = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"f1_threshold: expected labels and probs of one shape (N,), received {y.shape} and {p.shape}")
+    positives = y.sum()
+    if positives == 0:
+        return 0.5
+    order = np.argsort(-p, kind="stable")
+    p_sorted, tp = p[order], np.cumsum(y[order])
+    last = np.r_[p_sorted[1:] != p_sorted[:-1], True]  # last index of each distinct probability
+    tp, predicted = tp[last], np.flatnonzero(last) + 1.0
+    f1 = 2 * tp / (predicted + positives)
+    best = np.flatnonzero(f1 == f1.max())[0]  # the first best = the highest threshold
+    return float(p_sorted[last][best])
+
+
+def performance(model: MultimodalClassifier, data: ManifestDataModule, n_boot: int, seed: int,
+                drop: tuple[str, ...] = ()) -> tuple[Predictions, dict[str, list[float]], float]:
+    """Test predictions, every metric with its 95% bootstrap interval ([value, low, high]), and
+    the threshold of F1 and accuracy: the F1-best one on the validation split (:func:`f1_threshold`),
+    so the operating point never sees the test labels. ``drop``: modalities removed from every sample.
+    """
+    validation = predict(model, data.loader("val"), drop=drop)
+    threshold = f1_threshold(validation.labels, validation.probs)
+    predictions = predict(model, data.loader("test"), drop=drop)
+    table = metric_table(predictions.labels, predictions.probs, n_boot=n_boot, seed=seed, threshold=threshold)
+    return predictions, {name: [float(x) for x in interval] for name, interval in table.items()}, threshold
 
 
 def auroc_of(predictions: Predictions) -> float:
