@@ -198,3 +198,20 @@ def test_cli_resume_without_a_checkpoint_exits_2(make_config, tmp_path) -> None:
     result = runner.invoke(app, ["train", str(path), "--resume"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "last.ckpt" in " ".join(result.output.split())
+
+
+def test_a_quiet_run_leaves_out_lightning_chatter_and_restores_its_loggers(make_config, tmp_path, caplog,
+                                                                          recwarn) -> None:
+    import logging
+
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    before = lightning_logger.level
+    caplog.set_level(logging.INFO)
+    config = TrainConfig.model_validate(make_config(tmp_path / "run", run={"out": str(tmp_path / "run"),
+                                                                            "progress": False}))
+    train(config)
+    said = " ".join(record.getMessage() for record in caplog.records if record.name.startswith("lightning"))
+    assert "GPU available" not in said and "TPU available" not in said
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message) or "ckpt_path" in str(w.message)
+                or "transfer_batch_to_device" in str(w.message)]
+    assert lightning_logger.level == before

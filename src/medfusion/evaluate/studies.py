@@ -133,7 +133,8 @@ def explanation(model: MultimodalClassifier, data: ManifestDataModule, masks: di
                 finding: str = "consolidation", size: int = 64, n_steps: int = 32) -> dict[str, Any]:
     """Which explanation the strategy gives, its deletion fidelity and, with ground-truth
     masks, its pointing-game score on images with the finding (the first of the masks'
-    findings when the cohort has no ``finding``), on the first ``size`` test samples (integrated gradients with ``n_steps`` steps; the convergence delta is kept).
+    findings when the cohort has no ``finding``), on the first ``size`` test samples
+    (integrated gradients with ``n_steps`` steps; the convergence delta is kept).
     """
     from medfusion.evaluate import explain
 

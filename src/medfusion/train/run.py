@@ -19,11 +19,14 @@ Lightning's DDP then shards the shuffle with a distributed sampler.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import logging
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,44 @@ def build_run(config: TrainConfig, tokenizer: WordPieceTokenizer | None = None,
     return FusionSystem(model, config.optim, config.balance, weights, task=config.task), data
 
 
+#: Lightning warnings that say nothing about the run: a torch deprecation inside Lightning, the
+#: data module's own transfer hook, and the test pass reloading a checkpoint without the fit callbacks.
+HARMLESS_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)", r"You have overridden `transfer_batch_to_device`",
+                     r"Be aware that when using `ckpt_path`")
+
+
+@contextlib.contextmanager
+def _lightning_chatter(quiet: bool):
+    """Drop :data:`HARMLESS_WARNINGS`; with ``quiet`` also Lightning's info lines (devices found, tips)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for message in HARMLESS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        if quiet:
+            for lg in loggers:
+                lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _test_best(config: TrainConfig, system, data, is_global_zero: bool, best: str) -> dict[str, float]:
+    """Test metrics of the best checkpoint, on rank 0 alone; {} on the other ranks.
+
+    One device: with "ddp" the other ranks have left (a distributed test would wait for them),
+    with "ddp_spawn" a respawned test would rewrite metrics.csv, and every test sample counts once.
+    """
+    if not is_global_zero:
+        return {}
+    tester = L.Trainer(accelerator=config.run.accelerator, devices=1, num_nodes=1, logger=False,
+                       enable_checkpointing=False, enable_progress_bar=config.run.progress,
+                       enable_model_summary=False, deterministic=True)
+    return tester.test(system, datamodule=data, ckpt_path=best, verbose=False)[0]
+
+
 def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClassifier | None = None,
           tokenizer: WordPieceTokenizer | None = None) -> dict[str, Any]:
     """Train, keep the best and last checkpoints, test the best one, and write ``run.json``.
@@ -169,25 +210,19 @@ def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClass
     csv_logger = CSVLogger(out, name="logs", version="")
     if resume:
         keep_logged_rows(csv_logger)
-    trainer = L.Trainer(
-        max_epochs=config.optim.max_epochs, accelerator=config.run.accelerator, devices=config.run.devices,
-        strategy=config.run.strategy, num_nodes=config.run.num_nodes, deterministic=True,
-        gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks,
-        logger=[csv_logger, TensorBoardLogger(out, name="tb", version="")],
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
-        log_every_n_steps=1, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
-    seconds = time.perf_counter() - start
-    best = checkpoint.best_model_path or str(last)
-    tested = {}
-    if trainer.is_global_zero:
-        # rank 0 alone on one device: with "ddp" the other ranks have left (a distributed test would wait for
-        # them), with "ddp_spawn" a respawned test would rewrite metrics.csv, and every test sample counts once
-        tester = L.Trainer(accelerator=config.run.accelerator, devices=1, num_nodes=1, logger=False,
-                           enable_checkpointing=False, enable_progress_bar=config.run.progress,
-                           enable_model_summary=False, deterministic=True)
-        tested = tester.test(system, datamodule=data, ckpt_path=best, verbose=False)[0]
+    with _lightning_chatter(quiet=not config.run.progress):
+        trainer = L.Trainer(
+            max_epochs=config.optim.max_epochs, accelerator=config.run.accelerator, devices=config.run.devices,
+            strategy=config.run.strategy, num_nodes=config.run.num_nodes, deterministic=True,
+            gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks,
+            logger=[csv_logger, TensorBoardLogger(out, name="tb", version="")],
+            plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
+            log_every_n_steps=1, num_sanity_val_steps=0)
+        start = time.perf_counter()
+        trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
+        seconds = time.perf_counter() - start
+        best = checkpoint.best_model_path or str(last)
+        tested = _test_best(config, system, data, trainer.is_global_zero, best)
     summary = {
         "seed": config.seed, "epochs": trainer.current_epoch, "train_seconds": seconds,
         "best_checkpoint": str(Path(best).relative_to(out)) if best else None,
