@@ -143,22 +143,33 @@ HARMLESS_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)", r"You have overridde
                      r"Be aware that when using `ckpt_path`")
 
 
+#: Lightning's info lines that a quiet run (``run.progress: false``, e.g. inside ``medfusion compare``)
+#: leaves out; the distributed set-up lines stay.
+CHATTER = ("GPU available", "TPU available", "HPU available", "💡 Tip", "Restoring states from the checkpoint",
+           "Loaded model weights from the checkpoint", "`Trainer.fit` stopped")
+
+
+class _ChatterFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(CHATTER)
+
+
 @contextlib.contextmanager
 def _lightning_chatter(quiet: bool):
-    """Drop :data:`HARMLESS_WARNINGS`; with ``quiet`` also Lightning's info lines (devices found, tips)."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
+    """Drop :data:`HARMLESS_WARNINGS`; with ``quiet`` also the :data:`CHATTER` info lines."""
+    loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
+    chatter = _ChatterFilter()
     with warnings.catch_warnings():
         for message in HARMLESS_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         if quiet:
             for lg in loggers:
-                lg.setLevel(logging.WARNING)
+                lg.addFilter(chatter)
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+            for lg in loggers:
+                lg.removeFilter(chatter)
 
 
 def _test_best(config: TrainConfig, system, data, is_global_zero: bool, best: str) -> dict[str, float]:
