@@ -42,7 +42,7 @@ from medfusion.train.report_config import (
     ReportOptimConfig, ReportTrainConfig, load_report_config, save_report_config,
 )
 from medfusion.train.report_data import TOKENIZER_FILE, ReportDataModule, special_ids
-from medfusion.train.run import AtomicCheckpointIO, RandomStateCallback, keep_logged_rows
+from medfusion.train.run import AtomicCheckpointIO, RandomStateCallback, keep_logged_rows, lightning_chatter
 from medfusion.types import MultimodalBatch
 
 #: What the best checkpoint and early stopping follow (lower is better).
@@ -144,18 +144,19 @@ def train_report(config: ReportTrainConfig, resume: bool = False) -> dict[str, A
     logger = CSVLogger(out, name="logs", version="")
     if resume:
         keep_logged_rows(logger)
-    trainer = L.Trainer(
-        max_epochs=config.optim.max_epochs, accelerator="cpu", devices=1, deterministic=True,
-        gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks, logger=logger,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
-        log_every_n_steps=1, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
-    seconds = time.perf_counter() - start
-    best_path = best.best_model_path or str(last)
-    tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False, deterministic=True)
-    tested = tester.test(system, datamodule=data, ckpt_path=best_path, verbose=False)[0]
+    with lightning_chatter(quiet=not config.run.progress):
+        trainer = L.Trainer(
+            max_epochs=config.optim.max_epochs, accelerator="cpu", devices=1, deterministic=True,
+            gradient_clip_val=config.optim.gradient_clip or None, callbacks=callbacks, logger=logger,
+            plugins=[AtomicCheckpointIO()], enable_progress_bar=config.run.progress, enable_model_summary=False,
+            log_every_n_steps=1, num_sanity_val_steps=0)
+        start = time.perf_counter()
+        trainer.fit(system, datamodule=data, ckpt_path=str(last) if resume else None)
+        seconds = time.perf_counter() - start
+        best_path = best.best_model_path or str(last)
+        tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                           enable_progress_bar=False, enable_model_summary=False, deterministic=True)
+        tested = tester.test(system, datamodule=data, ckpt_path=best_path, verbose=False)[0]
     summary = {
         "seed": config.seed, "epochs": trainer.current_epoch, "train_seconds": seconds,
         "best_checkpoint": str(Path(best_path).relative_to(out)),

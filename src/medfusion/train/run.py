@@ -155,7 +155,7 @@ class _ChatterFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _lightning_chatter(quiet: bool):
+def lightning_chatter(quiet: bool):
     """Drop :data:`HARMLESS_WARNINGS`; with ``quiet`` also the :data:`CHATTER` info lines."""
     loggers = [logging.getLogger(f"lightning.{part}.utilities.rank_zero") for part in ("pytorch", "fabric")]
     chatter = _ChatterFilter()
@@ -221,7 +221,7 @@ def train(config: TrainConfig, resume: bool = False, *, initial: MultimodalClass
     csv_logger = CSVLogger(out, name="logs", version="")
     if resume:
         keep_logged_rows(csv_logger)
-    with _lightning_chatter(quiet=not config.run.progress):
+    with lightning_chatter(quiet=not config.run.progress):
         trainer = L.Trainer(
             max_epochs=config.optim.max_epochs, accelerator=config.run.accelerator, devices=config.run.devices,
             strategy=config.run.strategy, num_nodes=config.run.num_nodes, deterministic=True,
